@@ -1,0 +1,74 @@
+"""pipeline-studio: parse flags -> Settings -> registry -> build_app -> launch."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+
+from engine.settings import DEVICE_MAP_CHOICES, DTYPE_CHOICES, Settings
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> None:
+    """One flag per Settings field (or the named ones), help taken from the field."""
+    choices = {"dtype": DTYPE_CHOICES, "device_map": DEVICE_MAP_CHOICES}
+    for f in dataclasses.fields(Settings):
+        if names is not None and f.name not in names:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        env = f"STUDIO_{f.name.upper()}"
+        help_text = f"{f.metadata.get('help', '')} (env {env}; default {f.default!r})"
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            parser.add_argument(flag, type=kind, default=None, choices=choices.get(f.name),
+                                metavar=f.name.upper() if f.name not in choices else None, help=help_text)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    names = {f.name for f in dataclasses.fields(Settings)}
+    return Settings.from_env(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="app.py",
+        description="pipeline-studio: Hugging Face transformers pipelines as a web app. "
+                    "Every flag can also be set with its STUDIO_* environment variable.")
+    add_settings_arguments(parser)
+    return parser
+
+
+def prepare_environment(settings: Settings) -> None:
+    """Process-wide switches that libraries read once, set before they are imported."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    if settings.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["quick"]:
+        from ui.quick import main as quick_main
+
+        return quick_main(argv[1:])
+    try:
+        settings = settings_from_args(build_parser().parse_args(argv))
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    prepare_environment(settings)
+    from engine.devices import DeviceError
+    from engine.registry import PipelineRegistry
+    from ui.app import build_app, launch
+
+    try:
+        registry = PipelineRegistry(settings)
+    except DeviceError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    launch(build_app(settings, registry), settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""pipeline-studio engine: plain Python, no Gradio."""

@@ -1,0 +1,322 @@
+"""The task table (data) and the cached, thread-safe PipelineRegistry."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
+
+import torch
+
+from engine.devices import Placement, resolve_placement
+from engine.errors import StudioError
+from engine.settings import Settings
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task: its default model pinned to a revision, and what users may pick."""
+
+    default_model: str
+    revision: str | None
+    modality: str
+    curated: tuple[str, ...] = ()
+    pipeline_kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+# Like SUPPORTED_TASKS in transformers/pipelines/__init__.py: default models pinned.
+TASKS: Mapping[str, TaskSpec] = MappingProxyType({
+    "automatic-speech-recognition": TaskSpec(
+        "openai/whisper-tiny", "169d4a4341b33bc18d8881c4b69c2e104e1cc0af", "audio",
+        curated=("openai/whisper-tiny", "openai/whisper-base", "openai/whisper-small",
+                 "openai/whisper-large-v3", "distil-whisper/distil-large-v3",
+                 "facebook/wav2vec2-base-960h"),
+    ),
+    "image-classification": TaskSpec(
+        "google/vit-base-patch16-224", "3f49326", "image",
+        curated=("google/vit-base-patch16-224", "microsoft/resnet-50", "facebook/convnext-tiny-224"),
+    ),
+    "zero-shot-classification": TaskSpec(
+        "facebook/bart-large-mnli", "d7645e1", "text",
+        curated=("facebook/bart-large-mnli", "valhalla/distilbart-mnli-12-1",
+                 "MoritzLaurer/DeBERTa-v3-base-mnli-fever-anli"),
+    ),
+    "document-question-answering": TaskSpec(
+        "impira/layoutlm-document-qa", "beed3c4", "document",
+        curated=("impira/layoutlm-document-qa", "naver-clova-ix/donut-base-finetuned-docvqa"),
+    ),
+})
+
+
+class ModelLoadError(StudioError, RuntimeError):
+    """A model that could not be loaded, with a reason a person can act on."""
+
+    def __init__(self, task: str, model: str, reason: str):
+        super().__init__(f"Could not load {model!r} for {task}: {reason}")
+        self.task, self.model, self.reason = task, model, reason
+
+
+class ModelNotAllowed(StudioError, ValueError):
+    """A model outside the curated list when --allow-any-model is off."""
+
+
+@dataclass(frozen=True)
+class PipelineKey:
+    """The cache key: everything that makes two loaded pipelines different."""
+
+    task: str
+    model: str
+    revision: str | None
+    device: str
+    dtype: str
+    device_map: str | None = None
+    max_memory: tuple[tuple[str, str], ...] | None = None
+
+    @property
+    def id(self) -> str:
+        where = f"device_map={self.device_map}" if self.device_map else self.device
+        return f"{self.task} | {self.model} | {where} | {self.dtype}"
+
+
+@dataclass
+class LoadedPipeline:
+    key: PipelineKey
+    pipeline: Any
+    load_seconds: float
+    last_used: float
+
+
+def is_local_model(model: str) -> bool:
+    return Path(model).expanduser().is_dir()
+
+
+def allowed_models(task: str, settings: Settings) -> tuple[str, ...]:
+    """The models offered for a task: the one given at start first, then the curated list."""
+    spec = TASKS[task]
+    given = settings.model_for(task)
+    names = ([given] if given else []) + [spec.default_model, *spec.curated]
+    return tuple(dict.fromkeys(names))
+
+
+def check_model_allowed(task: str, model: str, settings: Settings) -> None:
+    """Refuse models outside the offered list unless --allow-any-model; never a typed path."""
+    if model in allowed_models(task, settings):
+        return
+    offered = ", ".join(allowed_models(task, settings))
+    if not settings.allow_any_model:
+        raise ModelNotAllowed(f"model {model!r} is not offered here; choose one of: {offered} "
+                              "(the server's operator can allow any Hub model with --allow-any-model)")
+    parts = model.split("/")
+    if len(parts) != 2 or not all(p and p not in (".", "..") and p.replace("-", "").replace("_", "")
+                                  .replace(".", "").isalnum() for p in parts):
+        raise ModelNotAllowed(f"{model!r} is not a Hub model id; use the form 'owner/name'")
+
+
+def load_pipeline(key: PipelineKey) -> Any:
+    """Build one pipeline for a key: a pure function of the key."""
+    from transformers import pipeline
+
+    spec = TASKS.get(key.task)
+    kwargs: dict[str, Any] = dict(task=key.task, model=key.model, dtype=getattr(torch, key.dtype),
+                                  trust_remote_code=False)
+    if spec is not None:
+        kwargs.update(spec.pipeline_kwargs)
+    if key.revision and not is_local_model(key.model):
+        kwargs["revision"] = key.revision
+    if key.device_map:
+        kwargs["device_map"] = key.device_map
+        if key.max_memory:
+            kwargs["model_kwargs"] = {"max_memory": {(int(k) if k.isdigit() else k): v
+                                                     for k, v in key.max_memory}}
+    else:
+        kwargs["device"] = key.device
+    pipe = pipeline(**kwargs)
+    tokenizer = getattr(pipe, "tokenizer", None)
+    # Whisper batching needs a pad token; several checkpoints ship without one.
+    if tokenizer is not None and tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return pipe
+
+
+def explain_load_error(key: PipelineKey, exc: BaseException, offline: bool) -> str:
+    """Turn a loader exception into one sentence saying the cause."""
+    text = f"{type(exc).__name__}: {exc}"
+    low = text.lower()
+    local = is_local_model(key.model)
+    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in low:
+        return f"out of memory on {key.device_map or key.device} while loading ({_first_line(exc)})"
+    if not local and (key.model.startswith(("/", ".", "~")) or "\\" in key.model):
+        return f"no model folder at {key.model}"
+    if local and ("does not appear to have" in low or "no file named" in low or "can't load" in low
+                  or "safetensor" in low and "error" in low or "headertoolarge" in low
+                  or "invalid" in low and "json" in low or "unexpected" in low and "eof" in low):
+        return f"the model folder is incomplete or corrupt ({_first_line(exc)})"
+    hub_words = ("offline", "connect", "hub", "resolve", "name or service", "timed out",
+                 "couldn't", "could not find", "not found", "localentrynotfound", "repository")
+    if not local and any(w in low for w in hub_words):
+        why = "offline mode is on" if offline else "the Hugging Face Hub is unreachable or has no such model"
+        return f"not found locally and {why}"
+    if "unrecognized" in low or "could not load model" in low or "should either be" in low \
+            or "is not supported" in low or "does not support" in low:
+        return f"not a model for the task {key.task} ({_first_line(exc)})"
+    return _first_line(exc) or type(exc).__name__
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+class _Pending:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.pipeline: Any = None
+        self.error: BaseException | None = None
+
+
+class PipelineRegistry:
+    """Lazy, cached, single-flight pipeline loading with LRU eviction."""
+
+    def __init__(self, settings: Settings, loader: Callable[[PipelineKey], Any] = load_pipeline,
+                 placement: Placement | None = None):
+        self.settings = settings
+        self.placement = placement or resolve_placement(settings.device, settings.dtype,
+                                                        settings.device_map, settings.max_memory)
+        self._loader = loader
+        self._lock = threading.Lock()
+        self._loaded: OrderedDict[PipelineKey, LoadedPipeline] = OrderedDict()
+        self._pending: dict[PipelineKey, _Pending] = {}
+        self.loads = 0  # how many times the loader ran; read by tests and benchmarks
+
+    def default_model(self, task: str) -> str:
+        return allowed_models(task, self.settings)[0]
+
+    def key_for(self, task: str, model: str | None = None, revision: str | None = None) -> PipelineKey:
+        if task not in TASKS and model is None:
+            raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+        model = model or self.default_model(task)
+        spec = TASKS.get(task)
+        if revision is None and spec is not None and model == spec.default_model:
+            revision = spec.revision
+        p = self.placement
+        return PipelineKey(task, model, revision, p.device, p.dtype_name, p.device_map, p.max_memory)
+
+    def get(self, task: str, model: str | None = None, revision: str | None = None) -> Any:
+        """The pipeline for (task, model), loading it once however many threads ask."""
+        return self.get_key(self.key_for(task, model, revision))
+
+    def get_key(self, key: PipelineKey) -> Any:
+        with self._lock:
+            entry = self._loaded.get(key)
+            if entry is not None:
+                entry.last_used = time.time()
+                self._loaded.move_to_end(key)
+                return entry.pipeline
+            pending = self._pending.get(key)
+            owner = pending is None
+            if owner:
+                pending = self._pending[key] = _Pending()
+                evicted = self._pop_lru(room_for=1)
+        if not owner:
+            pending.done.wait()
+            if pending.error is not None:
+                raise pending.error
+            return pending.pipeline
+        self._release(evicted)
+        started = time.perf_counter()
+        try:
+            self.loads += 1
+            pipe = self._loader(key)
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes one clear error
+            error = exc if isinstance(exc, ModelLoadError) else ModelLoadError(
+                key.task, key.model, explain_load_error(key, exc, self.settings.offline))
+            with self._lock:
+                del self._pending[key]
+            pending.error = error
+            pending.done.set()
+            _free_accelerator_memory()
+            raise error from exc
+        entry = LoadedPipeline(key, pipe, time.perf_counter() - started, time.time())
+        with self._lock:
+            self._loaded[key] = entry
+            del self._pending[key]
+            evicted = self._pop_lru(room_for=0)
+        pending.pipeline = pipe
+        pending.done.set()
+        self._release(evicted)
+        return pipe
+
+    def _pop_lru(self, room_for: int) -> list[LoadedPipeline]:
+        out = []
+        while self._loaded and len(self._loaded) + room_for > self.settings.max_loaded:
+            out.append(self._loaded.popitem(last=False)[1])
+        return out
+
+    @staticmethod
+    def _release(entries: list[LoadedPipeline]) -> None:
+        if not entries:
+            return
+        for entry in entries:
+            entry.pipeline = None
+        entries.clear()
+        _free_accelerator_memory()
+
+    def unload(self, key: PipelineKey | str) -> bool:
+        """Drop a loaded pipeline (by key or its id string) and free its memory."""
+        with self._lock:
+            match = next((k for k in self._loaded if k == key or k.id == key), None)
+            entry = self._loaded.pop(match) if match is not None else None
+        self._release([entry] if entry else [])
+        return entry is not None
+
+    def unload_all(self) -> None:
+        with self._lock:
+            entries = list(self._loaded.values())
+            self._loaded.clear()
+        self._release(entries)
+
+    def is_loaded(self, key: PipelineKey) -> bool:
+        with self._lock:
+            return key in self._loaded
+
+    def status(self) -> list[dict[str, Any]]:
+        """One row per loaded pipeline: what, where, how big, how long it took."""
+        with self._lock:
+            entries = list(self._loaded.values())
+        return [_describe(e) for e in entries]
+
+
+def _describe(entry: LoadedPipeline) -> dict[str, Any]:
+    model = getattr(entry.pipeline, "model", None)
+    per_device: dict[str, int] = {}
+    params = 0
+    if model is not None:
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            if isinstance(tensor, torch.nn.Parameter):
+                params += tensor.numel()
+            dev = str(tensor.device)
+            per_device[dev] = per_device.get(dev, 0) + tensor.numel() * tensor.element_size()
+    key = entry.key
+    return {
+        "id": key.id,
+        "task": key.task,
+        "model": key.model,
+        "device": ", ".join(sorted(per_device)) if key.device_map else key.device,
+        "dtype": key.dtype,
+        "parameters": params,
+        "memory_mb": round(sum(per_device.values()) / 2**20, 1),
+        "memory_by_device_mb": {d: round(b / 2**20, 1) for d, b in sorted(per_device.items())},
+        "load_seconds": round(entry.load_seconds, 2),
+        "last_used": time.strftime("%H:%M:%S", time.localtime(entry.last_used)),
+    }
+
+
+def _free_accelerator_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -1,0 +1,104 @@
+"""Settings: one frozen dataclass, defaults from STUDIO_* environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
+DEVICE_MAP_CHOICES = ("none", "auto")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the app can be told at start; the CLI fills the same fields."""
+
+    host: str = field(default="127.0.0.1", metadata={"help": "address to serve on"})
+    port: int = field(default=7860, metadata={"help": "port to serve on"})
+    share: bool = field(default=False, metadata={"help": "ask Gradio for a public share link"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N | mps"})
+    dtype: str = field(default="auto", metadata={"help": "auto | float32 | float16 | bfloat16"})
+    device_map: str = field(
+        default="none",
+        metadata={"help": "none | auto (accelerate places the model across GPUs/CPU)"},
+    )
+    max_memory: str | None = field(
+        default=None,
+        metadata={"help": "with --device-map auto: per-device caps, e.g. '0=20GiB,1=20GiB,cpu=64GiB'"},
+    )
+    asr_model: str | None = field(default=None, metadata={"help": "speech model: Hub id or local folder"})
+    image_model: str | None = field(default=None, metadata={"help": "image model: Hub id or local folder"})
+    zero_shot_model: str | None = field(default=None, metadata={"help": "zero-shot text model: Hub id or local folder"})
+    docqa_model: str | None = field(default=None, metadata={"help": "document QA model: Hub id or local folder"})
+    max_loaded: int = field(default=4, metadata={"help": "pipelines kept in memory before the least recently used is unloaded"})
+    offline: bool = field(default=False, metadata={"help": "never contact the Hugging Face Hub (sets HF_HUB_OFFLINE=1)"})
+    allow_any_model: bool = field(default=False, metadata={"help": "let users pick any Hub id, not only the curated ones"})
+    allow_urls: bool = field(default=False, metadata={"help": "accept public http(s) URLs as inputs"})
+    auth: str | None = field(default=None, metadata={"help": "user:pass required to open the app"})
+    auth_file: str | None = field(default=None, metadata={"help": "file of user:pass lines required to open the app"})
+    # Limits: named here so handlers never hold magic numbers.
+    max_file_mb: float = field(default=200.0, metadata={"help": "largest upload in MB"})
+    max_audio_seconds: float = field(default=4 * 3600.0, metadata={"help": "longest audio accepted, in seconds"})
+    max_pdf_pages: int = field(default=50, metadata={"help": "most PDF/TIFF pages read"})
+    max_image_pixels: int = field(default=40_000_000, metadata={"help": "largest image, in pixels"})
+    max_images: int = field(default=16, metadata={"help": "most images classified at once"})
+    max_labels: int = field(default=50, metadata={"help": "most zero-shot labels"})
+    max_text_chars: int = field(default=10_000, metadata={"help": "longest text accepted, in characters"})
+    max_texts: int = field(default=200, metadata={"help": "most texts classified at once"})
+    max_question_chars: int = field(default=500, metadata={"help": "longest document question, in characters"})
+    queue_size: int = field(default=64, metadata={"help": "requests waiting before new ones are refused"})
+    concurrency: int = field(default=1, metadata={"help": "model jobs running at once per event"})
+    max_batch_size: int = field(default=16, metadata={"help": "most requests from different users run as one batch"})
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Defaults, then STUDIO_<FIELD> variables, then explicit overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"STUDIO_{f.name.upper()}")
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    def __post_init__(self) -> None:
+        if self.device_map not in DEVICE_MAP_CHOICES:
+            raise ValueError(f"device_map must be one of {', '.join(DEVICE_MAP_CHOICES)}, not {self.device_map!r}")
+        if self.dtype not in DTYPE_CHOICES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, not {self.dtype!r}")
+        if self.max_loaded < 1:
+            raise ValueError("max_loaded must be at least 1")
+
+    def model_for(self, task: str) -> str | None:
+        """The model given at start for a task, if any."""
+        return {
+            "automatic-speech-recognition": self.asr_model,
+            "image-classification": self.image_model,
+            "zero-shot-classification": self.zero_shot_model,
+            "document-question-answering": self.docqa_model,
+        }.get(task)
+
+
+def _parse(f: dataclasses.Field, raw: str) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if kind.startswith("bool"):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"STUDIO_{f.name.upper()} must be true or false, not {raw!r}")
+    try:
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"STUDIO_{f.name.upper()} must be a number, not {raw!r}") from None
+    return raw

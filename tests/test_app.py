@@ -1,0 +1,63 @@
+"""The app launched on a free port and called through gradio_client."""
+
+import subprocess
+import sys
+import time
+import urllib.request
+
+from gradio_client import Client
+
+from engine.registry import PipelineRegistry
+from tests.conftest import ROOT, free_port
+from ui.app import TABS, build_app
+
+
+def test_models_panel_api_reports_loaded_pipelines_and_unloads(make_settings, serve, tiny_model):
+    settings = make_settings(image_model=str(tiny_model("vit")))
+    registry = PipelineRegistry(settings)
+    url = serve(build_app(settings, registry), settings)
+    client = Client(url, verbose=False)
+    table, _ = client.predict(api_name="/models_status")
+    assert table["data"] == []
+    registry.get("image-classification")
+    table, choice = client.predict(api_name="/models_status")
+    (row,) = table["data"]
+    assert row[0] == str(tiny_model("vit")) and row[1] == "image-classification" and row[2] == "cpu"
+    assert row[3] == "float32"
+    table, _ = client.predict(choice, api_name="/unload_model")
+    assert table["data"] == [] and registry.status() == []
+
+
+def test_every_tab_is_built(make_settings):
+    settings = make_settings()
+    demo = build_app(settings, PipelineRegistry(settings))
+    config = demo.get_config_file()
+    labels = {c["props"].get("label") for c in config["components"] if c["type"] == "tabitem"}
+    assert {label for label, _, _ in TABS} <= labels
+
+
+def test_app_py_serves_http_200_and_share_offline_says_why():
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--device", "cpu", "--share"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, status = time.time() + 90, None
+        while time.time() < deadline and status != 200:
+            try:
+                status = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2).status
+            except OSError:
+                time.sleep(0.5)
+        assert status == 200
+        time.sleep(1.0)
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0]
+    assert "No public share link could be made" in out and f"127.0.0.1:{port}" in out
+
+
+def test_bad_device_flag_exits_with_clear_message():
+    out = subprocess.run([sys.executable, "app.py", "--device", "cuda:3"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode != 0
+    assert "device 'cuda:3' is not available here; devices found: cpu" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,1 @@
+"""pipeline-studio web UI (Gradio)."""
