@@ -145,26 +145,33 @@ def load_pipeline(key: PipelineKey) -> Any:
 
 def explain_load_error(key: PipelineKey, exc: BaseException, offline: bool) -> str:
     """Turn a loader exception into one sentence saying the cause."""
-    text = f"{type(exc).__name__}: {exc}"
-    low = text.lower()
-    local = is_local_model(key.model)
+    low = f"{type(exc).__name__}: {exc}".lower()
+    detail = _first_line(exc)
     if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in low:
-        return f"out of memory on {key.device_map or key.device} while loading ({_first_line(exc)})"
-    if not local and (key.model.startswith(("/", ".", "~")) or "\\" in key.model):
+        return f"out of memory on {key.device_map or key.device} while loading ({detail})"
+    if not is_local_model(key.model) and (key.model.startswith(("/", ".", "~")) or "\\" in key.model):
         return f"no model folder at {key.model}"
-    if local and ("does not appear to have" in low or "no file named" in low or "can't load" in low
-                  or "safetensor" in low and "error" in low or "headertoolarge" in low
-                  or "invalid" in low and "json" in low or "unexpected" in low and "eof" in low):
-        return f"the model folder is incomplete or corrupt ({_first_line(exc)})"
-    hub_words = ("offline", "connect", "hub", "resolve", "name or service", "timed out",
-                 "couldn't", "could not find", "not found", "localentrynotfound", "repository")
-    if not local and any(w in low for w in hub_words):
-        why = "offline mode is on" if offline else "the Hugging Face Hub is unreachable or has no such model"
-        return f"not found locally and {why}"
-    if "unrecognized" in low or "could not load model" in low or "should either be" in low \
-            or "is not supported" in low or "does not support" in low:
-        return f"not a model for the task {key.task} ({_first_line(exc)})"
-    return _first_line(exc) or type(exc).__name__
+    wrong_task = ("unrecognized configuration", "could not load model", "should either be",
+                  "is not supported", "does not support", "not supported for")
+    if any(w in low for w in wrong_task) or _supports_task(key) is False:
+        return f"not a model for the task {key.task} ({detail})"
+    if is_local_model(key.model):
+        return f"the model folder is incomplete or corrupt ({detail})"
+    why = "offline mode is on" if offline else "the Hugging Face Hub is unreachable or has no such model"
+    return f"not found locally and {why} ({detail})"
+
+
+def _supports_task(key: PipelineKey) -> bool | None:
+    """Whether a local folder's config fits the task's model classes; None when unknown."""
+    try:
+        from transformers import AutoConfig
+        from transformers.pipelines import SUPPORTED_TASKS
+
+        config = AutoConfig.from_pretrained(key.model, local_files_only=True)
+        classes = SUPPORTED_TASKS[key.task]["pt"]
+        return any(type(config) in cls._model_mapping for cls in classes)
+    except Exception:  # noqa: BLE001 - unreadable config: the caller falls back to other causes
+        return None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -309,8 +316,9 @@ def _describe(entry: LoadedPipeline) -> dict[str, Any]:
         "device": ", ".join(sorted(per_device)) if key.device_map else key.device,
         "dtype": key.dtype,
         "parameters": params,
-        "memory_mb": round(sum(per_device.values()) / 2**20, 1),
-        "memory_by_device_mb": {d: round(b / 2**20, 1) for d, b in sorted(per_device.items())},
+        "memory_bytes": sum(per_device.values()),
+        "memory_mb": round(sum(per_device.values()) / 2**20, 2),
+        "memory_by_device_mb": {d: round(b / 2**20, 2) for d, b in sorted(per_device.items())},
         "load_seconds": round(entry.load_seconds, 2),
         "last_used": time.strftime("%H:%M:%S", time.localtime(entry.last_used)),
     }

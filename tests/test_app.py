@@ -13,7 +13,7 @@ from ui.app import TABS, build_app
 
 
 def test_models_panel_api_reports_loaded_pipelines_and_unloads(make_settings, serve, tiny_model):
-    settings = make_settings(image_model=str(tiny_model("vit")))
+    settings = make_settings(image_model=str(tiny_model("vit_classifier")))
     registry = PipelineRegistry(settings)
     url = serve(build_app(settings, registry), settings)
     client = Client(url, verbose=False)
@@ -22,7 +22,7 @@ def test_models_panel_api_reports_loaded_pipelines_and_unloads(make_settings, se
     registry.get("image-classification")
     table, choice = client.predict(api_name="/models_status")
     (row,) = table["data"]
-    assert row[0] == str(tiny_model("vit")) and row[1] == "image-classification" and row[2] == "cpu"
+    assert row[0] == str(tiny_model("vit_classifier")) and row[1] == "image-classification" and row[2] == "cpu"
     assert row[3] == "float32"
     table, _ = client.predict(choice, api_name="/unload_model")
     assert table["data"] == [] and registry.status() == []
