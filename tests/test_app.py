@@ -24,7 +24,8 @@ def test_models_panel_api_reports_loaded_pipelines_and_unloads(make_settings, se
     (row,) = table["data"]
     assert row[0] == str(tiny_model("vit_classifier")) and row[1] == "image-classification" and row[2] == "cpu"
     assert row[3] == "float32"
-    table, _ = client.predict(choice, api_name="/unload_model")
+    assert choice["value"] == registry.status()[0]["id"]
+    table, _ = client.predict(choice["value"], api_name="/unload_model")
     assert table["data"] == [] and registry.status() == []
 
 
