@@ -23,6 +23,7 @@ class Placement:
     dtype: torch.dtype
     device_map: str | None = None  # "auto" lets accelerate place the weights
     max_memory: tuple[tuple[str, str], ...] | None = None
+    quantization: str | None = None  # "8bit" through bitsandbytes
 
     @property
     def dtype_name(self) -> str:
@@ -82,15 +83,28 @@ def parse_max_memory(spec: str | None) -> tuple[tuple[str, str], ...] | None:
 
 
 def resolve_placement(device: str = "auto", dtype: str = "auto", device_map: str = "none",
-                      max_memory: str | None = None) -> Placement:
+                      max_memory: str | None = None, load_in_8bit: bool = False) -> Placement:
     """The one place where user words become a concrete Placement."""
     if device_map not in (None, "none", "auto"):
         raise DeviceError(f"device_map must be 'none' or 'auto', not {device_map!r}")
     concrete = resolve_device(device)
-    placement_map = "auto" if device_map == "auto" else None
+    if load_in_8bit:
+        _check_8bit(concrete)
+    placement_map = "auto" if device_map == "auto" or load_in_8bit else None
     if placement_map:
         try:
             import accelerate  # noqa: F401
         except ImportError:
             raise DeviceError("device_map='auto' needs the 'accelerate' package: pip install accelerate") from None
-    return Placement(concrete, resolve_dtype(dtype, concrete), placement_map, parse_max_memory(max_memory))
+    return Placement(concrete, resolve_dtype(dtype, concrete), placement_map, parse_max_memory(max_memory),
+                     "8bit" if load_in_8bit else None)
+
+
+def _check_8bit(device: str) -> None:
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise DeviceError("8-bit loading needs the bitsandbytes package (pip install bitsandbytes) "
+                          "and a CUDA GPU; run without --load-in-8bit otherwise") from None
+    if not device.startswith("cuda"):
+        raise DeviceError(f"8-bit loading needs a CUDA GPU; the device here is {device}")

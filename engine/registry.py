@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import shutil
 import threading
 import time
 from collections import OrderedDict
@@ -76,11 +77,13 @@ class PipelineKey:
     dtype: str
     device_map: str | None = None
     max_memory: tuple[tuple[str, str], ...] | None = None
+    quantization: str | None = None
 
     @property
     def id(self) -> str:
         where = f"device_map={self.device_map}" if self.device_map else self.device
-        return f"{self.task} | {self.model} | {where} | {self.dtype}"
+        dtype = f"{self.dtype}, {self.quantization}" if self.quantization else self.dtype
+        return f"{self.task} | {self.model} | {where} | {dtype}"
 
 
 @dataclass
@@ -130,9 +133,14 @@ def load_pipeline(key: PipelineKey) -> Any:
         kwargs["revision"] = key.revision
     if key.device_map:
         kwargs["device_map"] = key.device_map
+        model_kwargs: dict[str, Any] = {"offload_folder": offload_folder(key)}
         if key.max_memory:
-            kwargs["model_kwargs"] = {"max_memory": {(int(k) if k.isdigit() else k): v
-                                                     for k, v in key.max_memory}}
+            model_kwargs["max_memory"] = {(int(k) if k.isdigit() else k): v for k, v in key.max_memory}
+        if key.quantization == "8bit":
+            from transformers import BitsAndBytesConfig
+
+            model_kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        kwargs["model_kwargs"] = model_kwargs
     else:
         kwargs["device"] = key.device
     pipe = pipeline(**kwargs)
@@ -143,6 +151,15 @@ def load_pipeline(key: PipelineKey) -> Any:
     return pipe
 
 
+def offload_folder(key: PipelineKey) -> str:
+    """Where accelerate may put weights that fit on no device: one folder per key."""
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+    return str(Path(tempfile.gettempdir()) / "pipeline-studio-offload" / digest)
+
+
 def explain_load_error(key: PipelineKey, exc: BaseException, offline: bool) -> str:
     """Turn a loader exception into one sentence saying the cause."""
     low = f"{type(exc).__name__}: {exc}".lower()
@@ -151,6 +168,11 @@ def explain_load_error(key: PipelineKey, exc: BaseException, offline: bool) -> s
         return f"out of memory on {key.device_map or key.device} while loading ({detail})"
     if not is_local_model(key.model) and (key.model.startswith(("/", ".", "~")) or "\\" in key.model):
         return f"no model folder at {key.model}"
+    if "device string: disk" in low:
+        return ("with this --max-memory even the model's first layers would be offloaded to disk; "
+                "give the first device more memory")
+    if "bitsandbytes" in low:
+        return f"8-bit loading failed ({detail}); install bitsandbytes and use a CUDA GPU"
     wrong_task = ("unrecognized configuration", "could not load model", "should either be",
                   "is not supported", "does not support", "not supported for")
     if any(w in low for w in wrong_task) or _supports_task(key) is False:
@@ -193,7 +215,8 @@ class PipelineRegistry:
                  placement: Placement | None = None):
         self.settings = settings
         self.placement = placement or resolve_placement(settings.device, settings.dtype,
-                                                        settings.device_map, settings.max_memory)
+                                                        settings.device_map, settings.max_memory,
+                                                        settings.load_in_8bit)
         self._loader = loader
         self._lock = threading.Lock()
         self._loaded: OrderedDict[PipelineKey, LoadedPipeline] = OrderedDict()
@@ -211,7 +234,8 @@ class PipelineRegistry:
         if revision is None and spec is not None and model == spec.default_model:
             revision = spec.revision
         p = self.placement
-        return PipelineKey(task, model, revision, p.device, p.dtype_name, p.device_map, p.max_memory)
+        return PipelineKey(task, model, revision, p.device, p.dtype_name, p.device_map, p.max_memory,
+                           p.quantization)
 
     def get(self, task: str, model: str | None = None, revision: str | None = None) -> Any:
         """The pipeline for (task, model), loading it once however many threads ask."""
@@ -270,6 +294,8 @@ class PipelineRegistry:
             return
         for entry in entries:
             entry.pipeline = None
+            if entry.key.device_map:
+                shutil.rmtree(offload_folder(entry.key), ignore_errors=True)
         entries.clear()
         _free_accelerator_memory()
 
@@ -306,7 +332,7 @@ def _describe(entry: LoadedPipeline) -> dict[str, Any]:
         for tensor in list(model.parameters()) + list(model.buffers()):
             if isinstance(tensor, torch.nn.Parameter):
                 params += tensor.numel()
-            dev = str(tensor.device)
+            dev = "disk" if tensor.device.type == "meta" else str(tensor.device)
             per_device[dev] = per_device.get(dev, 0) + tensor.numel() * tensor.element_size()
     key = entry.key
     return {

@@ -29,6 +29,10 @@ class Settings:
         default=None,
         metadata={"help": "with --device-map auto: per-device caps, e.g. '0=20GiB,1=20GiB,cpu=64GiB'"},
     )
+    load_in_8bit: bool = field(
+        default=False,
+        metadata={"help": "load weights in 8 bits with bitsandbytes (CUDA only; implies --device-map auto)"},
+    )
     asr_model: str | None = field(default=None, metadata={"help": "speech model: Hub id or local folder"})
     image_model: str | None = field(default=None, metadata={"help": "image model: Hub id or local folder"})
     zero_shot_model: str | None = field(default=None, metadata={"help": "zero-shot text model: Hub id or local folder"})

@@ -187,3 +187,44 @@ def test_device_map_auto_on_cpu_with_max_memory(tiny_model):
     assert sorted(out["labels"]) == ["phone", "urgent"]
     (row,) = reg.status()
     assert row["id"].endswith("device_map=auto | float32") and row["memory_bytes"] > 0 and "cpu" in row["memory_by_device_mb"]
+
+
+def test_8bit_without_bitsandbytes_is_a_clear_error():
+    pytest.importorskip("torch")
+    try:
+        import bitsandbytes  # noqa: F401
+        pytest.skip("bitsandbytes is installed here")
+    except ImportError:
+        pass
+    from engine.devices import DeviceError
+
+    with pytest.raises(DeviceError, match=r"8-bit loading needs the bitsandbytes package \(pip install bitsandbytes\)"):
+        PipelineRegistry(Settings(device="cpu", load_in_8bit=True))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_offload_part_of_the_model_to_cpu_on_one_gpu(tiny_model):
+    """max_memory forces part of the model off the GPU; answers match a CPU-only load."""
+    from transformers import AutoConfig, WhisperForConditionalGeneration
+
+    folder = tiny_model("whisper_en")
+    cpu = PipelineRegistry(Settings(device="cpu", asr_model=str(folder))).get("automatic-speech-recognition")
+    size = sum(p.numel() * 4 for p in cpu.model.parameters())
+    reg = PipelineRegistry(Settings(device="cuda", dtype="float32", device_map="auto",
+                                    max_memory=f"0={size // 3}B,cpu=8GiB", asr_model=str(folder)))
+    pipe = reg.get("automatic-speech-recognition")
+    assert {"0", "cpu"} <= {str(v) for v in pipe.model.hf_device_map.values()}
+    (row,) = reg.status()
+    assert {"cuda:0", "cpu"} <= set(row["memory_by_device_mb"])
+    import numpy as np
+
+    audio = np.random.default_rng(0).standard_normal(16000).astype("float32") * 0.1
+    kwargs = {"generate_kwargs": {"max_new_tokens": 8, "num_beams": 1}}
+    assert pipe(audio.copy(), **kwargs)["text"] == cpu(audio.copy(), **kwargs)["text"]
+    before = torch.cuda.memory_allocated()
+    reg.unload_all()
+    del pipe
+    import gc
+
+    gc.collect()
+    assert torch.cuda.memory_allocated() < before
