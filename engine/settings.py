@@ -56,6 +56,8 @@ class Settings:
     queue_size: int = field(default=64, metadata={"help": "requests waiting before new ones are refused"})
     concurrency: int = field(default=1, metadata={"help": "model jobs running at once per event"})
     max_batch_size: int = field(default=16, metadata={"help": "most requests from different users run as one batch"})
+    batching: bool = field(default=True, metadata={"help": "run requests that arrive together from different users as one model batch"})
+    batch_wait_ms: float = field(default=10.0, metadata={"help": "how long a batch waits for more requests to join, in ms"})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
