@@ -135,7 +135,9 @@ def load_pipeline(key: PipelineKey) -> Any:
         kwargs["device_map"] = key.device_map
         model_kwargs: dict[str, Any] = {"offload_folder": offload_folder(key)}
         if key.max_memory:
-            model_kwargs["max_memory"] = {(int(k) if k.isdigit() else k): v for k, v in key.max_memory}
+            model_kwargs["max_memory"] = _max_memory_kwarg(key.max_memory)
+        if key.device == "cpu" and not key.max_memory:  # "auto" would spread onto any GPU it sees
+            kwargs["device_map"] = "cpu"
         if key.quantization == "8bit":
             from transformers import BitsAndBytesConfig
 
@@ -149,6 +151,15 @@ def load_pipeline(key: PipelineKey) -> Any:
     if tokenizer is not None and tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return pipe
+
+
+def _max_memory_kwarg(pairs: tuple[tuple[str, str], ...]) -> dict[int | str, int | str]:
+    """accelerate wants GPU indices as ints and plain byte counts as ints ('123B' is refused)."""
+    out: dict[int | str, int | str] = {}
+    for name, size in pairs:
+        digits = size[:-1] if size.upper().endswith("B") and size[:-1].isdigit() else size
+        out[int(name) if name.isdigit() else name] = int(digits) if digits.isdigit() else size
+    return out
 
 
 def offload_folder(key: PipelineKey) -> str:
@@ -173,14 +184,23 @@ def explain_load_error(key: PipelineKey, exc: BaseException, offline: bool) -> s
                 "give the first device more memory")
     if "bitsandbytes" in low:
         return f"8-bit loading failed ({detail}); install bitsandbytes and use a CUDA GPU"
-    wrong_task = ("unrecognized configuration", "could not load model", "should either be",
-                  "is not supported", "does not support", "not supported for")
-    if any(w in low for w in wrong_task) or _supports_task(key) is False:
+    fits_task = _supports_task(key)
+    if "could not load model" in low and fits_task is not False:
+        detail = _inner_cause(str(exc)) or detail  # transformers hides the real cause in this text
+        low = detail.lower()
+        if "out of memory" in low:
+            return f"out of memory on {key.device_map or key.device} while loading ({detail})"
+    elif fits_task is False or any(w in low for w in ("unrecognized configuration", "should either be",
+                                                      "is not supported", "does not support")):
         return f"not a model for the task {key.task} ({detail})"
     if is_local_model(key.model):
         return f"the model folder is incomplete or corrupt ({detail})"
-    why = "offline mode is on" if offline else "the Hugging Face Hub is unreachable or has no such model"
-    return f"not found locally and {why} ({detail})"
+    hub_words = ("offline", "connect", "valid model identifier", "entrynotfound", "repositorynotfound",
+                 "not found", "couldn't find", "cannot find", "resolve", "network", "timed out", "hub")
+    if any(w in low for w in hub_words):
+        why = "offline mode is on" if offline else "the Hugging Face Hub is unreachable or has no such model"
+        return f"not found locally and {why} ({detail})"
+    return detail
 
 
 def _supports_task(key: PipelineKey) -> bool | None:
@@ -194,6 +214,15 @@ def _supports_task(key: PipelineKey) -> bool | None:
         return any(type(config) in cls._model_mapping for cls in classes)
     except Exception:  # noqa: BLE001 - unreadable config: the caller falls back to other causes
         return None
+
+
+def _inner_cause(text: str) -> str | None:
+    """The last 'SomeError: message' line of an error that wraps others' tracebacks."""
+    import re
+
+    found = re.findall(r"^(\w+(?:Error|Exception): .+)$", text, flags=re.MULTILINE)
+    inner = [line for line in found if "could not load model" not in line.lower()]
+    return inner[-1][:300] if inner else None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -326,21 +355,17 @@ class PipelineRegistry:
 
 def _describe(entry: LoadedPipeline) -> dict[str, Any]:
     model = getattr(entry.pipeline, "model", None)
-    per_device: dict[str, int] = {}
-    params = 0
+    params, per_device = 0, {}
     if model is not None:
-        for tensor in list(model.parameters()) + list(model.buffers()):
-            if isinstance(tensor, torch.nn.Parameter):
-                params += tensor.numel()
-            dev = "disk" if tensor.device.type == "meta" else str(tensor.device)
-            per_device[dev] = per_device.get(dev, 0) + tensor.numel() * tensor.element_size()
+        params = sum(p.numel() for p in model.parameters())
+        per_device = _memory_by_device(model)
     key = entry.key
     return {
         "id": key.id,
         "task": key.task,
         "model": key.model,
         "device": ", ".join(sorted(per_device)) if key.device_map else key.device,
-        "dtype": key.dtype,
+        "dtype": f"{key.dtype}, {key.quantization}" if key.quantization else key.dtype,
         "parameters": params,
         "memory_bytes": sum(per_device.values()),
         "memory_mb": round(sum(per_device.values()) / 2**20, 2),
@@ -348,6 +373,24 @@ def _describe(entry: LoadedPipeline) -> dict[str, Any]:
         "load_seconds": round(entry.load_seconds, 2),
         "last_used": time.strftime("%H:%M:%S", time.localtime(entry.last_used)),
     }
+
+
+def _memory_by_device(model: torch.nn.Module) -> dict[str, int]:
+    """Bytes of weights per device; accelerate's map says where offloaded (meta) weights live."""
+    def size(module: torch.nn.Module) -> int:
+        tensors = list(module.parameters()) + list(module.buffers())
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    device_map = getattr(model, "hf_device_map", None)
+    out: dict[str, int] = {}
+    if device_map:
+        for name, dev in device_map.items():
+            label = f"cuda:{dev}" if isinstance(dev, int) or str(dev).isdigit() else str(dev)
+            out[label] = out.get(label, 0) + size(model.get_submodule(name) if name else model)
+        return out
+    for t in list(model.parameters()) + list(model.buffers()):
+        out[str(t.device)] = out.get(str(t.device), 0) + t.numel() * t.element_size()
+    return out
 
 
 def _free_accelerator_memory() -> None:
