@@ -40,10 +40,10 @@ def annotated_page(result: DocumentAnswers):
 
 
 def summary(result: DocumentAnswers) -> str:
-    where = ", ".join(f"page {n}: {src}" for n, src in result.sources)
+    where = ", ".join(f"page {n} ({src})" for n, src in result.sources)
     ocr = (f"OCR ran on {result.ocr_pages} page{'s' if result.ocr_pages != 1 else ''} for this question"
            if result.ocr_pages else "no OCR was needed for this question (text layer or words already cached)")
-    lines = [f"Showing page **{result.page}**. Words from {where}; {ocr}."]
+    lines = [f"Showing page **{result.page}**. Read {where}; {ocr}."]
     if result.answers and all(a.box is None for a in result.answers):
         lines.append("This model reads the image itself and gives no word positions, so nothing is boxed.")
     if result.note:
