@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import os
 import sys
+from collections.abc import Mapping
 
 from engine.settings import DEVICE_MAP_CHOICES, DTYPE_CHOICES, Settings
 
@@ -29,7 +30,16 @@ def add_settings_arguments(parser: argparse.ArgumentParser, names: tuple[str, ..
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     names = {f.name for f in dataclasses.fields(Settings)}
-    return Settings.from_env(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+    return Settings.from_env(space_env(os.environ), **{k: v for k, v in vars(args).items()
+                                                        if k in names and v is not None})
+
+
+def space_env(env: Mapping[str, str]) -> dict[str, str]:
+    """On Hugging Face Spaces, serve where the Space's proxy looks (Gradio's variables) unless told otherwise."""
+    if not env.get("SPACE_ID"):
+        return dict(env)
+    return {"STUDIO_HOST": env.get("GRADIO_SERVER_NAME", "0.0.0.0"),
+            "STUDIO_PORT": env.get("GRADIO_SERVER_PORT", "7860"), **env}
 
 
 def build_parser() -> argparse.ArgumentParser:
