@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -221,3 +222,18 @@ def test_unsupported_task_lists_the_supported_ones():
         build_interface(DepthPipe())
     message = str(err.value)
     assert "depth-estimation" in message and all(task in message for task in QUICK)
+
+
+def test_text_generation_chat_model_answers_instead_of_continuing(quick, tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    chat_model = shutil.copytree(tiny_model("gpt2"), tmp_path / "gpt2-chat")
+    tokenizer = AutoTokenizer.from_pretrained(chat_model)
+    tokenizer.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}<assistant>"
+    tokenizer.save_pretrained(chat_model)
+    config = json.loads((chat_model / "generation_config.json").read_text())
+    (chat_model / "generation_config.json").write_text(json.dumps({**config, "do_sample": False}))  # comparable
+    client, pipe = quick("text-generation", chat_model)
+    reply = client.predict("hello there", 6, api_name="/predict")
+    expected = pipe([{"role": "user", "content": "hello there"}], max_new_tokens=6, return_full_text=False)
+    assert reply == expected[0]["generated_text"].strip() and not reply.startswith("<user>")

@@ -2,7 +2,7 @@
 
 The mapping is the QUICK table: task -> QuickSpec (input and output component factories, and
 the conversions on either side of the pipeline call). Gradio's own gr.Interface.from_pipeline
-fails on transformers 5 (tests/test_quick_gradio_from_pipeline.py records it).
+fails on transformers 5 (tests/test_quick_cli.py records it).
 """
 
 from __future__ import annotations
@@ -149,6 +149,10 @@ def _max_new_tokens(settings: Settings) -> gr.Slider:
                      label="Max new tokens", elem_id="quick-max-new-tokens")
 
 
+def _new_tokens(settings: Settings, value: Any) -> int:
+    return max(1, min(int(value or 1), settings.max_new_tokens))
+
+
 def _has_chat_template(pipe: Any) -> bool:
     owner = getattr(pipe, "processor", None) or getattr(pipe, "tokenizer", None)
     return getattr(owner, "chat_template", None) is not None
@@ -261,7 +265,7 @@ def _vision_text_pre(pipe, settings, image, prompt, max_new_tokens):
     if len(prompt) > settings.max_text_chars:
         raise InputError(f"The prompt has {len(prompt):,} characters; at most {settings.max_text_chars:,} "
                          "are accepted.")
-    kwargs = {"max_new_tokens": int(max_new_tokens)}
+    kwargs = {"max_new_tokens": _new_tokens(settings, max_new_tokens)}
     if _has_chat_template(pipe):
         chat = [{"role": "user", "content": [{"type": "image", "image": image},
                                              {"type": "text", "text": prompt or "Describe this image."}]}]
@@ -271,7 +275,7 @@ def _vision_text_pre(pipe, settings, image, prompt, max_new_tokens):
 
 def _generate_pre(pipe, settings, prompt, max_new_tokens):
     prompt = _text(settings, prompt, "prompt")
-    kwargs = {"max_new_tokens": int(max_new_tokens)}
+    kwargs = {"max_new_tokens": _new_tokens(settings, max_new_tokens)}
     if _has_chat_template(pipe):
         return Call(([{"role": "user", "content": prompt}],), {"return_full_text": False, **kwargs})
     return Call((prompt,), kwargs)
