@@ -13,6 +13,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image, ImageDraw, ImageFont
 
 from engine.registry import PipelineRegistry
+from engine.settings import Settings
 from tests.conftest import needs_real_whisper, WHISPER_TINY_EN
 from tests.fixtures.tiny_models import NLI_LABELS, SENTIMENT_LABELS, VIT_LABELS
 from tests.quick_models import AUDIO_LABELS, DETECTION_LABELS, NER_LABELS, quick_model_fixture
@@ -155,6 +156,8 @@ def test_fill_mask_offers_tokens_and_explains_a_missing_mask(quick, quick_model)
     result = client.predict("the cat is <mask> .", api_name="/predict")  # the other spelling is accepted
     expected = [r["token_str"] for r in pipe("the cat is [MASK] .", top_k=5)]
     assert [c["label"] for c in result["confidences"]] == list(dict.fromkeys(expected))
+    (example,) = QUICK["fill-mask"].examples(pipe, Settings())  # the example under the inputs works
+    assert len(client.predict(*example, api_name="/predict")["confidences"]) == 5
     with pytest.raises(AppError, match=r"Put the mask token \[MASK\] exactly once"):
         client.predict("no mask here", api_name="/predict")
 

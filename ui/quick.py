@@ -55,6 +55,7 @@ class QuickSpec:
     outputs: Callable[[Any], list]  # pipe -> fresh output components
     preprocess: Callable[..., Call]  # (pipe, settings, *input values) -> Call
     postprocess: Callable[[Any, Call], tuple]  # (pipeline output, call) -> output values
+    examples: Callable[[Any, Settings], list] | None = None  # (pipe, settings) -> example rows
 
 
 # --------------------------------------------------------------------------- inputs
@@ -324,7 +325,9 @@ QUICK: Mapping[str, QuickSpec] = MappingProxyType({
         _label_out,
         lambda pipe, s, text, labels, multi: Call(
             (_text(s, text),), {"candidate_labels": _labels(s, labels), "multi_label": bool(multi)}),
-        lambda out, call: (dict(zip(out["labels"], map(float, out["scores"]))),)),
+        lambda out, call: (dict(zip(out["labels"], map(float, out["scores"]))),),
+        lambda pipe, s: [["The new phone has a great camera and a long battery life.", "technology, sports, cooking",
+                       False]]),
     "zero-shot-image-classification": QuickSpec(
         "Scores an image against labels you choose.",
         lambda pipe, s: [*_image_in(pipe, s), _labels_in("cat, dog, car")], _label_out,
@@ -333,20 +336,21 @@ QUICK: Mapping[str, QuickSpec] = MappingProxyType({
     "text-classification": QuickSpec(
         "Classifies a text.", _text_in, _label_out,
         lambda pipe, s, text: Call((_text(s, text),), {"top_k": None}),
-        lambda out, call: (_scores(out),)),
+        lambda out, call: (_scores(out),), lambda pipe, s: [["I loved this film, the music was wonderful."]]),
     "token-classification": QuickSpec(
         "Finds entities (names, places...) in a text.", _text_in,
         lambda pipe: [gr.HighlightedText(label="Entities", show_legend=True, elem_id="quick-entities")],
-        _token_pre, _token_post),
+        _token_pre, _token_post, lambda pipe, s: [["My name is Sarah, I work for Acme in London."]]),
     "fill-mask": QuickSpec(
         "Fills in a masked word.",
         lambda pipe, s: _text_in(pipe, s, placeholder=f"Paris is the {pipe.tokenizer.mask_token} of France."),
-        lambda pipe: _label_out(pipe, "Best fits"), _fill_pre, lambda out, call: (_scores(out),)),
+        lambda pipe: _label_out(pipe, "Best fits"), _fill_pre, lambda out, call: (_scores(out),),
+        lambda pipe, s: [[f"Paris is the {pipe.tokenizer.mask_token} of France."]]),
     "feature-extraction": QuickSpec(
         "Embeds a text: shape and a preview of the vectors.", _text_in,
         lambda pipe: [gr.JSON(label="Features", elem_id="quick-features")],
         lambda pipe, s, text: Call((_text(s, text),), {"return_tensors": True, "truncation": True}),
-        _features_post),
+        _features_post, lambda pipe, s: [["A sentence to embed."]]),
     "document-question-answering": QuickSpec(
         "Answers a question about a document image.",
         lambda pipe, s: [*_image_in(pipe, s), gr.Textbox(label="Question", elem_id="quick-question",
@@ -370,7 +374,8 @@ QUICK: Mapping[str, QuickSpec] = MappingProxyType({
         "Continues a prompt (or answers it, for chat models).",
         lambda pipe, s: [*_text_in(pipe, s, "Prompt"), _max_new_tokens(s)],
         lambda pipe: [gr.Textbox(label="Generated text", lines=6, elem_id="quick-generated")],
-        _generate_pre, lambda out, call: (_generated_text(out),)),
+        _generate_pre, lambda out, call: (_generated_text(out),),
+        lambda pipe, s: [["Once upon a time", min(64, s.max_new_tokens)]]),
 })
 
 
@@ -405,7 +410,9 @@ def build_interface(pipe: Any, task: str | None = None, settings: Settings | Non
         return result[0] if len(outputs) == 1 else result
 
     name = str(getattr(getattr(pipe, "model", None), "name_or_path", "") or "model")
-    return gr.Interface(predict, inputs, outputs, api_name="predict", flagging_mode="never",
+    examples = spec.examples(pipe, settings) if spec.examples else None
+    return gr.Interface(predict, inputs, outputs, examples=examples, cache_examples=False,
+                        api_name="predict", flagging_mode="never",
                         title=f"{Path(name).name if Path(name).is_dir() else name} · {task}",
                         description=f"{spec.summary} Model: `{name}`. API: `/predict`.")
 
