@@ -70,6 +70,8 @@ def test_unsupported_task_and_missing_flags_are_clear_errors(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["--task", "depth-estimation", "--model", "x/y", "--device", "cpu"])
     assert "no mapping for the task 'depth-estimation'; supported:" in str(exit_.value)
+    with pytest.raises(SystemExit, match="no default model for object-detection; pass --model"):
+        main(["--task", "object-detection", "--device", "cpu"])
     with pytest.raises(SystemExit):
         main([])
     assert "give --model, --task, or both" in capsys.readouterr().err
