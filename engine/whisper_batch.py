@@ -1,0 +1,461 @@
+"""A fast batched Whisper path for chunks of at most 30 s.
+
+The transformers pipeline decodes each batch through `generate`, whose Whisper
+timestamp rules and stopping checks talk to the device every step. Here the greedy
+decoder runs one token per step over a preallocated (static) key/value cache, with
+the cross-attention keys and values computed once per batch and the logits rules
+(suppressed tokens, timestamp pairs, minimum length) done as tensor operations. On a
+GPU each step is captured once as a CUDA graph and replayed. Greedy output is the
+same as the pipeline's; anything this path does not cover (beam search, sampling,
+word timestamps, prompts, non-Whisper models) goes through the pipeline itself.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# generate_kwargs this path understands; any other key sends the call through the pipeline.
+FAST_KWARGS = frozenset({"max_new_tokens", "min_new_tokens", "language", "task", "num_beams", "do_sample"})
+_CHECK_EVERY = 16  # steps between looks at "have all rows ended?" (each look waits for the device)
+
+Progress = Callable[[int, int], Any]
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How the fast path runs; the defaults are the fastest measured (bench/README.md)."""
+
+    cuda_graph: bool = True  # capture the decoder step as a CUDA graph (GPU only)
+    attention: str = "sdpa"  # "sdpa" or "eager" (explicit softmax(q k^T) v)
+    features_on_device: bool = True  # log-mel on the model's device instead of the CPU
+
+
+def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8,
+                      return_timestamps: bool | str = False, generate_kwargs: dict | None = None,
+                      progress: Progress | None = None,
+                      options: DecodeOptions = DecodeOptions()) -> list[dict]:
+    """Transcribe 16 kHz mono chunks (each at most 30 s) with a Whisper pipeline.
+
+    Returns one dict per chunk shaped like the ASR pipeline's output: {"text"} plus,
+    with timestamps, {"chunks": [{"timestamp": (start, end), "text"}]} in seconds from
+    the chunk's start. progress(done, total) is called after each batch.
+    """
+    generate_kwargs = {**getattr(pipe, "_generate_kwargs", {}), **(generate_kwargs or {})}
+    chunks = list(chunks)
+    if not chunks:
+        return []
+    batch_size = max(1, int(batch_size))
+    if not fast_path_applies(pipe, chunks, return_timestamps, generate_kwargs):
+        return _pipeline_path(pipe, chunks, batch_size, return_timestamps, generate_kwargs, progress)
+    model = pipe.model
+    plan = _Plan.build(model, bool(return_timestamps), generate_kwargs)
+    time_precision = pipe.feature_extractor.chunk_length / model.config.max_source_positions
+    out: list[dict] = []
+    with torch.inference_mode():
+        for start in range(0, len(chunks), batch_size):
+            batch = chunks[start:start + batch_size]
+            features = log_mel(pipe.feature_extractor, batch,
+                               model.device if options.features_on_device else "cpu")
+            for ids in _decode_features(model, features.to(model.device, model.dtype), plan, options):
+                out.append(_to_output(pipe.tokenizer, ids, plan, bool(return_timestamps), time_precision))
+            if progress is not None:
+                progress(len(out), len(chunks))
+    return out
+
+
+def fast_path_applies(pipe, chunks: Sequence[np.ndarray], return_timestamps, generate_kwargs: dict) -> bool:
+    """Whether transcribe_chunks can decode these itself (greedy Whisper, no word times)."""
+    model = getattr(pipe, "model", None)
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) != "whisper" or getattr(pipe, "feature_extractor", None) is None:
+        return False
+    if return_timestamps not in (True, False, None):
+        return False
+    if set(generate_kwargs) - FAST_KWARGS:
+        return False
+    if generate_kwargs.get("num_beams", _default_num_beams(pipe)) != 1 or generate_kwargs.get("do_sample", False):
+        return False
+    n_samples = pipe.feature_extractor.n_samples
+    return all(len(c) <= n_samples for c in chunks)
+
+
+def _default_num_beams(pipe) -> int:
+    """The beams the pipeline would use unasked: the model's own setting, else the pipeline's default (5 in v5)."""
+    own = pipe.model.generation_config.to_diff_dict()
+    if "num_beams" in own:
+        return int(own["num_beams"])
+    return int(getattr(pipe, "_generation_defaults", {}).get("num_beams", 1))
+
+
+def log_mel(feature_extractor, chunks: Sequence[np.ndarray], device: str | torch.device) -> torch.Tensor:
+    """Whisper log-mel features of chunks padded to 30 s, computed where `device` says.
+
+    The same arithmetic as WhisperFeatureExtractor's torch path, kept on the device so
+    the encoder reads it without a round trip through the host.
+    """
+    fe = feature_extractor
+    if getattr(fe, "dither", 0.0) or getattr(fe, "do_normalize", False):
+        out = fe(list(chunks), sampling_rate=fe.sampling_rate, return_tensors="pt")
+        return out["input_features"].to(device)
+    waves = torch.zeros(len(chunks), fe.n_samples, dtype=torch.float32)
+    for i, chunk in enumerate(chunks):
+        chunk = np.asarray(chunk, dtype=np.float32)[: fe.n_samples]
+        waves[i, : len(chunk)] = torch.from_numpy(chunk)
+    waves = waves.to(device, non_blocking=True)
+    window = torch.hann_window(fe.n_fft, device=device)
+    stft = torch.stft(waves, fe.n_fft, fe.hop_length, window=window, return_complex=True)
+    magnitudes = (stft[..., :-1].abs() ** 2).contiguous()
+    mel_filters = torch.from_numpy(np.asarray(fe.mel_filters)).to(device, torch.float32)
+    log_spec = torch.clamp(mel_filters.T @ magnitudes, min=1e-10).log10()
+    peak = log_spec.amax(dim=(1, 2), keepdim=True)
+    log_spec = torch.maximum(log_spec, peak - 8.0)
+    return (log_spec + 4.0) / 4.0
+
+
+def segment_tokens(tokens: Sequence[int], eos_token_id: int, timestamp_begin: int,
+                   frames_left: int, input_stride: int = 2) -> tuple[list[int], int]:
+    """What transformers' Whisper generate keeps of one pass over a 30 s window, and how far it moves.
+
+    Returns (tokens kept, feature frames to advance). Everything from the first
+    end-of-text on is dropped. When the text has closed segments (two timestamps in a
+    row) but does not end on a single timestamp, the words after the last closed
+    segment are dropped and the window moves only to that segment's end, so generate
+    decodes the rest of the window again; otherwise the whole window is done.
+    """
+    seq = list(tokens)
+    if eos_token_id in seq:
+        seq = seq[: seq.index(eos_token_id)]
+    is_ts = [t >= timestamp_begin for t in seq]
+    pairs = [i + 1 for i in range(len(seq) - 1) if is_ts[i] and is_ts[i + 1]]
+    if not pairs or is_ts[-2:] == [False, True]:
+        return seq, frames_left
+    return seq[: pairs[-1] + 1], (seq[pairs[-1] - 1] - timestamp_begin) * input_stride
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything the decoding loop needs that does not change per batch."""
+
+    init_tokens: tuple[int, ...]  # start-of-transcript, language (or None: detect), task, ...
+    detect_language: bool
+    lang_ids: tuple[int, ...]
+    steps: int
+    min_new_tokens: int
+    eos: int
+    pad: int
+    timestamps: bool
+    timestamp_begin: int
+    no_timestamps: int | None
+    max_initial_timestamp: int | None
+    suppress: tuple[int, ...]
+    begin_suppress: tuple[int, ...]
+
+    @classmethod
+    def build(cls, model, timestamps: bool, kwargs: dict) -> "_Plan":
+        gc = model.generation_config
+        cfg = model.config
+        eos = gc.eos_token_id if isinstance(gc.eos_token_id, int) else list(gc.eos_token_id)[0]
+        pad = gc.pad_token_id if gc.pad_token_id is not None else eos
+        no_ts = getattr(gc, "no_timestamps_token_id", None)
+        if timestamps and no_ts is None:
+            raise ValueError("this Whisper model's generation config has no no_timestamps_token_id; "
+                             "timestamps need it")
+        init, detect, lang_ids = _init_tokens(gc, cfg, timestamps, kwargs.get("language"), kwargs.get("task"))
+        longest = cfg.max_target_positions - len(init)
+        max_new = kwargs.get("max_new_tokens")
+        if max_new is not None and max_new > longest:
+            raise ValueError(f"max_new_tokens={max_new} is more than this model can write after its "
+                             f"{len(init)} start tokens; use at most {longest}")
+        if max_new is None:  # generate's default: max_length new tokens, as far as positions go
+            max_new = min((gc.max_length or longest) + len(init), cfg.max_target_positions, longest)
+        steps = max_new
+        return cls(
+            init_tokens=tuple(init), detect_language=detect, lang_ids=tuple(lang_ids), steps=int(steps),
+            min_new_tokens=int(kwargs.get("min_new_tokens") or 0), eos=int(eos), pad=int(pad),
+            timestamps=timestamps,
+            timestamp_begin=(no_ts + 1) if no_ts is not None else cfg.vocab_size + 1,
+            no_timestamps=no_ts, max_initial_timestamp=getattr(gc, "max_initial_timestamp_index", None),
+            suppress=tuple(gc.suppress_tokens or ()), begin_suppress=tuple(gc.begin_suppress_tokens or ()),
+        )
+
+
+def _init_tokens(gc, cfg, timestamps: bool, language, task) -> tuple[list, bool, list[int]]:
+    """Start tokens as WhisperGenerationMixin._retrieve_init_tokens builds them (None: detect)."""
+    multilingual = getattr(gc, "is_multilingual", True) and hasattr(gc, "lang_to_id")
+    if not multilingual and (language or task):
+        raise ValueError("language and task can't be set for an English-only Whisper model")
+    language = language or getattr(gc, "language", None)
+    task = task or getattr(gc, "task", None)
+    init: list = [gc.decoder_start_token_id]
+    if task is None and language is None:
+        forced = getattr(gc, "forced_decoder_ids", None) or getattr(cfg, "forced_decoder_ids", None)
+        if forced and forced[0][0] == 1:
+            i = 1
+            while forced and forced[0][0] == i:
+                init.append(forced[0][1])
+                forced, i = forced[1:], i + 1
+    lang_ids = sorted(gc.lang_to_id.values()) if hasattr(gc, "lang_to_id") else []
+    detect = False
+    if language is not None:
+        lang_id = _language_id(gc, language)
+        init[1:2] = [lang_id]
+    elif multilingual and (len(init) <= 1 or init[1] is None):
+        detect = True
+        init[1:2] = [None]
+    task_ids = getattr(gc, "task_to_id", {})
+    if task is not None:
+        if task not in task_ids:
+            raise ValueError(f"task {task!r} is not supported; use one of {', '.join(task_ids)}")
+        if any(t in task_ids.values() for t in init):
+            init = [task_ids[task] if t in task_ids.values() else t for t in init]
+        else:
+            init.append(task_ids[task])
+    elif language is not None and task_ids and not any(t in task_ids.values() for t in init):
+        init.append(task_ids["transcribe"])
+    no_ts = getattr(gc, "no_timestamps_token_id", None)
+    if not timestamps and no_ts is not None and init[-1] != no_ts:
+        init.append(no_ts)
+    elif timestamps and init[-1] == no_ts:
+        init = init[:-1]
+    if not detect:
+        init = [t for t in init if t is not None]
+    return init, detect, lang_ids
+
+
+def _language_id(gc, language: str) -> int:
+    from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
+
+    name = language.lower()
+    if name in gc.lang_to_id:
+        token = name
+    elif name in TO_LANGUAGE_CODE:
+        token = f"<|{TO_LANGUAGE_CODE[name]}|>"
+    else:
+        token = f"<|{name}|>"
+    if token not in gc.lang_to_id:
+        raise ValueError(f"language {language!r} is not supported by this model; "
+                         f"use one of {', '.join(sorted(TO_LANGUAGE_CODE))}")
+    return gc.lang_to_id[token]
+
+
+class _StaticDecoder:
+    """One Whisper decoder step over preallocated self-attention and cross-attention caches."""
+
+    def __init__(self, model, encoded: torch.Tensor, max_len: int, attention: str):
+        self.model = model
+        self.dec = model.get_decoder()
+        cfg = model.config
+        self.batch = encoded.shape[0]
+        self.heads = cfg.decoder_attention_heads
+        self.dim = cfg.d_model
+        self.head_dim = self.dim // self.heads
+        self.attention = attention
+        self.cross = [(self._split(layer.encoder_attn.k_proj(encoded)), self._split(layer.encoder_attn.v_proj(encoded)))
+                      for layer in self.dec.layers]
+        shape = (len(self.dec.layers), self.batch, self.heads, max_len, self.head_dim)
+        self.keys = encoded.new_zeros(shape)
+        self.values = encoded.new_zeros(shape)
+        self.positions = torch.arange(max_len, device=encoded.device)
+        self.scale = float(getattr(self.dec, "embed_scale", 1.0) or 1.0)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(x.shape[0], -1, self.heads, self.head_dim).transpose(1, 2).contiguous()
+
+    def _attend(self, q, k, v, mask=None):
+        if self.attention == "sdpa":
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        scores = (q @ k.transpose(-1, -2)) * self.head_dim ** -0.5
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        return scores.softmax(dim=-1) @ v
+
+    def step(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Logits (float32) for the next token after `tokens` at position `pos` (a 0-d tensor)."""
+        dec, b = self.dec, self.batch
+        h = dec.embed_tokens(tokens)[:, None, :] * self.scale + dec.embed_positions.weight.index_select(0, pos.view(1))
+        mask = (self.positions <= pos)[None, :]
+        at = pos.view(1)
+        for i, layer in enumerate(dec.layers):
+            sa = layer.self_attn
+            x = layer.self_attn_layer_norm(h)
+            q = sa.q_proj(x).view(b, 1, self.heads, self.head_dim).transpose(1, 2)
+            self.keys[i].index_copy_(2, at, sa.k_proj(x).view(b, 1, self.heads, self.head_dim).transpose(1, 2))
+            self.values[i].index_copy_(2, at, sa.v_proj(x).view(b, 1, self.heads, self.head_dim).transpose(1, 2))
+            a = self._attend(q, self.keys[i], self.values[i], mask)
+            h = h + sa.out_proj(a.transpose(1, 2).reshape(b, 1, self.dim))
+            ca = layer.encoder_attn
+            x = layer.encoder_attn_layer_norm(h)
+            q = ca.q_proj(x).view(b, 1, self.heads, self.head_dim).transpose(1, 2)
+            a = self._attend(q, *self.cross[i])
+            h = h + ca.out_proj(a.transpose(1, 2).reshape(b, 1, self.dim))
+            x = layer.final_layer_norm(h)
+            h = h + layer.fc2(layer.activation_fn(layer.fc1(x)))
+        h = dec.layer_norm(h)
+        return self.model.proj_out(h[:, 0]).float()
+
+
+class _Loop:
+    """Greedy decoding state on the device, advanced one token per step()."""
+
+    def __init__(self, decoder: _StaticDecoder, plan: _Plan, first_pos: int, last_prompt: torch.Tensor):
+        dev = last_prompt.device
+        self.decoder, self.plan = decoder, plan
+        b = last_prompt.shape[0]
+        vocab = decoder.model.config.vocab_size
+        ids = torch.arange(vocab, device=dev)
+        self.ids = ids
+        self.suppress = torch.isin(ids, torch.tensor(plan.suppress or [-1], device=dev))
+        self.begin_suppress = torch.isin(ids, torch.tensor(plan.begin_suppress or [-1], device=dev))
+        self.is_eos = ids == plan.eos
+        self.token = last_prompt.clone()
+        self.pos = torch.tensor(first_pos, device=dev)
+        self.n = torch.tensor(0, device=dev)
+        self.finished = torch.zeros(b, dtype=torch.bool, device=dev)
+        self.last_ts = torch.zeros(b, dtype=torch.bool, device=dev)
+        self.penult_ts = torch.ones(b, dtype=torch.bool, device=dev)
+        self.ts_last = torch.full((b,), -1, dtype=torch.long, device=dev)
+        self.out = torch.full((b, plan.steps), plan.pad, dtype=torch.long, device=dev)
+        tb = plan.timestamp_begin
+        self.text = ids < tb
+        self.ts_region = ids >= tb
+        self.before_eos = ids < plan.eos
+        self.no_ts = ids == (plan.no_timestamps if plan.no_timestamps is not None else -1)
+        late = ids > tb + plan.max_initial_timestamp if plan.max_initial_timestamp is not None else torch.zeros_like(ids, dtype=torch.bool)
+        self.initial_forbidden = self.text | late
+
+    def state(self) -> list[torch.Tensor]:
+        return [self.token, self.pos, self.n, self.finished, self.last_ts, self.penult_ts, self.ts_last]
+
+    def step(self) -> None:
+        p, neg = self.plan, float("-inf")
+        logits = self.decoder.step(self.token, self.pos)
+        first = self.n == 0
+        forbid = self.suppress | (self.begin_suppress & first)
+        if p.min_new_tokens:
+            forbid = forbid | (self.is_eos & (self.n < p.min_new_tokens))
+        forbid = forbid.expand_as(logits)
+        if p.timestamps:
+            pair_open = (self.last_ts & ~self.penult_ts)[:, None]
+            pair_done = (self.last_ts & self.penult_ts)[:, None]
+            floor = torch.where(self.ts_last >= 0,
+                                torch.where(self.last_ts & ~self.penult_ts, self.ts_last, self.ts_last + 1),
+                                torch.full_like(self.ts_last, p.timestamp_begin))
+            forbid = (forbid | self.no_ts | (pair_done & self.ts_region) | (pair_open & self.before_eos)
+                      | (self.ts_region & (self.ids < floor[:, None])) | (self.initial_forbidden & first))
+            logits = logits.masked_fill(forbid, neg)
+            logprobs = logits.log_softmax(dim=-1)
+            ts_mass = logprobs[:, p.timestamp_begin:].logsumexp(dim=-1)
+            best_text = logprobs[:, : p.timestamp_begin].max(dim=-1).values
+            logits = logits.masked_fill((ts_mass > best_text)[:, None] & self.text, neg)
+        else:
+            logits = logits.masked_fill(forbid, neg)
+        nxt = torch.where(self.finished, torch.full_like(self.token, p.pad), logits.argmax(dim=-1))
+        self.out.index_copy_(1, self.n.view(1), nxt[:, None])
+        self.finished |= nxt == p.eos
+        is_ts = nxt >= p.timestamp_begin
+        self.penult_ts.copy_(first | self.last_ts)
+        self.last_ts.copy_(is_ts)
+        self.ts_last.copy_(torch.where(is_ts, nxt, self.ts_last))
+        self.token.copy_(nxt)
+        self.pos += 1
+        self.n += 1
+
+
+def _decode_features(model, features: torch.Tensor, plan: _Plan, options: DecodeOptions) -> list[list[int]]:
+    """Token ids per row, running more passes over a window where generate would (see segment_tokens)."""
+    frames = features.shape[-1]
+    encoder = model.get_encoder()
+    stride = encoder.conv1.stride[0] * encoder.conv2.stride[0]
+    seek = [0] * features.shape[0]
+    kept: list[list[int]] = [[] for _ in seek]
+    active = list(range(len(seek)))
+    while active:
+        if all(seek[i] == 0 for i in active):
+            window = features if len(active) == len(seek) else features[active]
+        else:
+            window = torch.stack([F.pad(features[i, :, seek[i]:], (0, seek[i])) for i in active])
+        rows = _greedy(model, encoder(window).last_hidden_state, plan, options)
+        still = []
+        for i, row in zip(active, rows):
+            ids, advance = segment_tokens(row, plan.eos, plan.timestamp_begin, frames - seek[i], stride)
+            kept[i] += ids
+            seek[i] += advance
+            if advance > 0 and seek[i] < frames:
+                still.append(i)
+        active = still
+    return kept
+
+
+def _greedy(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions) -> list[list[int]]:
+    """Generated token ids per row (after the start tokens), pad-filled after end of text."""
+    dev = encoded.device
+    b = encoded.shape[0]
+    init = list(plan.init_tokens)
+    decoder = _StaticDecoder(model, encoded, len(init) + plan.steps, options.attention)
+    prompt = torch.tensor([[t if t is not None else plan.pad for t in init]] * b, device=dev)
+    for i in range(len(init) - 1):
+        logits = decoder.step(prompt[:, i], torch.tensor(i, device=dev))
+        if init[i + 1] is None:  # language detection: the likeliest language token per row
+            allowed = torch.zeros(logits.shape[-1], dtype=torch.bool, device=dev)
+            allowed[list(plan.lang_ids)] = True
+            prompt[:, i + 1] = logits.masked_fill(~allowed, float("-inf")).argmax(dim=-1)
+    loop = _Loop(decoder, plan, len(init) - 1, prompt[:, -1])
+    run = loop.step
+    if options.cuda_graph and dev.type == "cuda":
+        try:
+            run = _capture(loop)
+        except RuntimeError as exc:  # a kernel that cannot be captured: decode without the graph
+            warnings.warn(f"CUDA graph capture failed, decoding step by step: {exc}", RuntimeWarning)
+    for done in range(plan.steps):
+        run()
+        if (done + 1) % _CHECK_EVERY == 0 and done + 1 < plan.steps and bool(loop.finished.all()):
+            break
+    return loop.out.cpu().tolist()
+
+
+def _capture(loop: _Loop) -> Callable[[], None]:
+    """Record loop.step() as a CUDA graph; warm-up runs are undone before returning."""
+    saved = [t.clone() for t in loop.state()]
+    try:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                loop.step()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            loop.step()
+    finally:
+        for t, s in zip(loop.state(), saved):
+            t.copy_(s)
+    return graph.replay
+
+
+def _to_output(tokenizer, ids: list[int], plan: _Plan, timestamps: bool, time_precision: float) -> dict:
+    text, optional = tokenizer._decode_asr([{"tokens": torch.tensor([ids], dtype=torch.long)}],
+                                           return_timestamps=timestamps, return_language=None,
+                                           time_precision=time_precision)
+    return {"text": text, **optional}
+
+
+def _pipeline_path(pipe, chunks, batch_size, return_timestamps, generate_kwargs, progress) -> list[dict]:
+    """The plain pipeline, batch by batch, for what the fast path does not cover."""
+    rate = pipe.feature_extractor.sampling_rate
+    kwargs: dict[str, Any] = {"batch_size": batch_size, "generate_kwargs": generate_kwargs}
+    if return_timestamps:
+        kwargs["return_timestamps"] = return_timestamps
+    out: list[dict] = []
+    step = max(batch_size, 1)
+    for start in range(0, len(chunks), step):
+        batch = [{"raw": np.asarray(c, dtype=np.float32), "sampling_rate": rate} for c in chunks[start:start + step]]
+        out.extend(pipe(batch, **kwargs))
+        if progress is not None:
+            progress(len(out), len(chunks))
+    return out

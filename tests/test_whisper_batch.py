@@ -1,0 +1,132 @@
+"""engine.whisper_batch: the fast batched Whisper path gives the pipeline's greedy output."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from engine.whisper_batch import DecodeOptions, fast_path_applies, log_mel, segment_tokens, transcribe_chunks
+from tests.conftest import WHISPER_TINY_EN, needs_real_whisper
+
+RATE = 16000
+GREEDY = {"num_beams": 1}
+
+
+def asr_pipeline(path):
+    from transformers import pipeline
+
+    return pipeline("automatic-speech-recognition", model=str(path), device="cpu", dtype=torch.float32)
+
+
+def reference(pipe, chunks, timestamps, generate_kwargs, batch_size=4):
+    return pipe([{"raw": c, "sampling_rate": RATE} for c in chunks], batch_size=batch_size,
+                return_timestamps=timestamps, generate_kwargs=generate_kwargs)
+
+
+def noise(seconds: float, seed: int) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(int(seconds * RATE)) * 0.1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tiny_en(tiny_model):
+    return asr_pipeline(tiny_model("whisper_en"))
+
+
+# --- the pure helper that mirrors what generate keeps of one pass -------------------------------
+
+def test_segment_tokens_keeps_plain_text_and_finishes_the_window():
+    assert segment_tokens([5, 6, 7, 50, 50], eos_token_id=50, timestamp_begin=100, frames_left=3000) == ([5, 6, 7], 3000)
+
+
+def test_segment_tokens_keeps_everything_after_a_single_final_timestamp():
+    seq = [100, 5, 6, 130, 130, 7, 8, 190]  # <0.00> a b <0.60><0.60> c d <1.80> (then end of text)
+    assert segment_tokens(seq + [50], 50, 100, 3000) == (seq, 3000)
+
+
+def test_segment_tokens_drops_unfinished_words_and_moves_to_the_last_closed_segment():
+    seq = [100, 5, 6, 130, 130, 7, 8, 190, 190, 9, 10]  # ends mid-segment (max tokens reached)
+    kept, advance = segment_tokens(seq, 50, 100, 3000, input_stride=2)
+    assert kept == seq[:9]
+    assert advance == (190 - 100) * 2  # frames up to the last closed segment's end
+
+
+# --- same output as the pipeline ---------------------------------------------------------------
+
+@pytest.mark.parametrize("timestamps", [False, True])
+@pytest.mark.parametrize("lengths", [{}, {"min_new_tokens": 12, "max_new_tokens": 12}])
+def test_tiny_english_model_matches_the_pipeline(tiny_en, timestamps, lengths):
+    chunks = [noise(s, i) for i, s in enumerate((1.0, 7.5, 29.9))]
+    kwargs = {**GREEDY, **lengths}
+    got = transcribe_chunks(tiny_en, chunks, batch_size=2, return_timestamps=timestamps, generate_kwargs=kwargs)
+    assert got == reference(tiny_en, chunks, timestamps, kwargs)
+    assert len(got) == len(chunks) and all("text" in g for g in got)
+
+
+def test_multilingual_model_detects_or_takes_the_language_like_the_pipeline(tiny_model):
+    pipe = asr_pipeline(tiny_model("whisper"))
+    chunks = [noise(3.0, 1), noise(11.0, 2)]
+    for kwargs in (GREEDY, {**GREEDY, "language": "fr", "task": "transcribe"}):
+        got = transcribe_chunks(pipe, chunks, batch_size=2, return_timestamps=True, generate_kwargs=kwargs)
+        assert got == reference(pipe, chunks, True, kwargs)
+
+
+@needs_real_whisper
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_real_whisper_reads_speech_like_the_pipeline():
+    from bench.speech_audio import speak
+
+    pipe = asr_pipeline(WHISPER_TINY_EN)
+    first = speak("The quick brown fox jumps over the lazy dog.")
+    second = speak("Pipelines make speech recognition easy to use.")
+    pause = np.zeros(RATE, dtype=np.float32)
+    chunks = [first, np.concatenate([second, pause, first])]
+    got = transcribe_chunks(pipe, chunks, batch_size=2, return_timestamps=True, generate_kwargs=GREEDY)
+    assert got == reference(pipe, chunks, True, GREEDY)
+    assert "quick brown fox" in got[0]["text"]
+    assert "easy to use" in got[1]["text"] and "lazy" in got[1]["text"]
+    starts = [c["timestamp"][0] for c in got[1]["chunks"]]
+    assert starts == sorted(starts) and len(starts) >= 2  # two sentences, two segments in order
+
+
+def test_progress_reports_chunks_done_after_each_batch(tiny_en):
+    seen = []
+    transcribe_chunks(tiny_en, [noise(2.0, i) for i in range(5)], batch_size=2, generate_kwargs=GREEDY,
+                      progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(2, 5), (4, 5), (5, 5)]
+
+
+# --- what goes through the pipeline instead ------------------------------------------------------
+
+def test_beam_search_and_the_pipelines_default_beams_take_the_pipeline_path(tiny_en):
+    chunks = [noise(2.0, 3)]
+    assert fast_path_applies(tiny_en, chunks, True, GREEDY)
+    # transformers 5's ASR pipeline uses 5 beams unless told otherwise: so must we.
+    assert not fast_path_applies(tiny_en, chunks, True, {})
+    assert not fast_path_applies(tiny_en, chunks, "word", GREEDY)
+    assert not fast_path_applies(tiny_en, [noise(31.0, 4)], True, GREEDY)
+    beams = {"num_beams": 2, "max_new_tokens": 6}
+    assert transcribe_chunks(tiny_en, chunks, batch_size=1, generate_kwargs=beams) == reference(
+        tiny_en, chunks, False, beams)
+
+
+def test_empty_input_gives_no_output(tiny_en):
+    assert transcribe_chunks(tiny_en, [], batch_size=4) == []
+
+
+def test_log_mel_equals_the_feature_extractor(tiny_en):
+    fe = tiny_en.feature_extractor
+    chunks = [noise(1.5, 5), noise(30.0, 6)]
+    expected = fe(chunks, sampling_rate=RATE, return_tensors="pt")["input_features"]
+    assert torch.allclose(log_mel(fe, chunks, "cpu"), expected, atol=1e-5)
+
+
+def test_eager_attention_gives_the_same_text(tiny_en):
+    chunks = [noise(4.0, 7), noise(9.0, 8)]
+    kwargs = {**GREEDY, "max_new_tokens": 10}
+    sdpa = transcribe_chunks(tiny_en, chunks, batch_size=2, return_timestamps=True, generate_kwargs=kwargs)
+    eager = transcribe_chunks(tiny_en, chunks, batch_size=2, return_timestamps=True, generate_kwargs=kwargs,
+                              options=DecodeOptions(attention="eager"))
+    assert sdpa == eager
