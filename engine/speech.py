@@ -1,0 +1,446 @@
+"""Speech to text: an ASR pipeline + audio -> a Transcript with absolute segment and word times."""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from engine.audio import decode_audio, is_silent, speech_chunks, speech_regions, speech_regions_and_chunks
+from engine.errors import InputError
+
+__all__ = ["Word", "Segment", "Transcript", "TranscribeOptions", "decode_audio", "speech_chunks",
+           "transcribe", "resolve_mode", "stitch", "group_words", "tidy_times", "MODES", "TIMESTAMPS"]
+
+TIMESTAMPS = ("none", "segments", "words")
+MODES = ("auto", "sequential", "chunked", "vad")
+TASKS = ("transcribe", "translate")
+MAX_BEAMS = 8
+DEFAULT_WINDOW_S = 30.0
+# How words are grouped into subtitle-sized segments when the model gives only words.
+SEGMENT_GAP_S = 0.8
+SEGMENT_MAX_CHARS = 84  # two subtitle lines of 42 characters
+SNAP_TOLERANCE_S = 0.6
+ALIGN_KEEP_COST_S = 1.0
+NO_SPEECH = "No speech was found in this audio."
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Word:
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float
+    end: float
+    text: str
+    words: tuple[Word, ...] = ()
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    segments: tuple[Segment, ...]
+    duration: float
+    mode: str
+    language: str | None = None
+    note: str | None = None
+
+    @property
+    def words(self) -> tuple[Word, ...]:
+        return tuple(w for s in self.segments for w in s.words)
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """How to transcribe; every field has the default a user would want."""
+
+    timestamps: str = "segments"  # none | segments | words
+    mode: str = "auto"  # auto | sequential | chunked | vad ; auto = vad when longer than one window
+    batch_size: int = 8
+    num_beams: int = 1  # greedy: transformers 5's pipeline would otherwise do 5 beams
+    language: str | None = None
+    task: str = "transcribe"
+    generate_kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("timestamps", self.timestamps, TIMESTAMPS), ("mode", self.mode, MODES),
+                                     ("task", self.task, TASKS)):
+            if value not in allowed:
+                raise InputError(f"{name} {value!r} is not known; choose one of {', '.join(allowed)}.")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise InputError(f"batch size must be a whole number of at least 1, not {self.batch_size!r}.")
+        if not isinstance(self.num_beams, int) or not 1 <= self.num_beams <= MAX_BEAMS:
+            raise InputError(f"beams must be a whole number from 1 to {MAX_BEAMS}, not {self.num_beams!r}.")
+
+
+def resolve_mode(mode: str, duration: float, window: float) -> str:
+    """'auto' -> 'vad' when the audio is longer than one model window, else 'sequential'."""
+    if mode != "auto":
+        return mode
+    return "vad" if duration > window else "sequential"
+
+
+def model_window(pipe) -> float:
+    """Seconds of audio the model sees at once (Whisper: 30)."""
+    return float(getattr(pipe.feature_extractor, "chunk_length", None) or DEFAULT_WINDOW_S)
+
+
+def offers_language(model: str) -> bool:
+    """Whether a model takes a language and a translate task (multilingual Whisper), without loading it."""
+    folder = Path(model).expanduser()
+    if folder.is_dir():
+        for name, key in (("generation_config.json", "is_multilingual"), ("config.json", "model_type")):
+            try:
+                data = json.loads((folder / name).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if key in data:
+                return bool(data[key]) if key == "is_multilingual" else False
+        return False
+    name = model.lower()
+    return "whisper" in name and not name.endswith(".en")
+
+
+def whisper_languages() -> list[tuple[str, str]]:
+    """(name, code) for every language Whisper knows, by name."""
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    return sorted((name.title(), code) for code, name in LANGUAGES.items())
+
+
+def transcribe(pipe, audio: np.ndarray, options: TranscribeOptions = TranscribeOptions(),
+               progress: Progress | None = None) -> Transcript:
+    """Transcribe mono float32 audio at the model's rate (pipe.feature_extractor.sampling_rate)."""
+    rate = pipe.feature_extractor.sampling_rate
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim != 1 or audio.size == 0:
+        raise InputError("The audio holds no samples; give a recording with sound in it.")
+    duration = audio.shape[0] / rate
+    window = model_window(pipe)
+    mode = resolve_mode(options.mode, duration, window)
+    notes: list[str] = []
+    call, level = _call_kwargs(pipe, options, mode, duration, window, notes)
+    language = _language(pipe, options)
+
+    def empty(note: str) -> Transcript:
+        return Transcript("", (), duration, mode, language, " ".join([note, *notes]))
+
+    if is_silent(audio):
+        return empty("The audio is silent: " + NO_SPEECH)
+    regions: list[tuple[float, float]] = []
+    if mode == "vad":
+        found, ranges = speech_regions_and_chunks(audio, rate, max_chunk_s=window)
+        if not ranges:
+            return empty(NO_SPEECH)
+        regions = [(s / rate, e / rate) for s, e in found]
+        outputs = _run_chunks(pipe, [audio[s:e] for s, e in ranges], call, options.batch_size, progress)
+        starts, ends = [s / rate for s, _ in ranges], [e / rate for _, e in ranges]
+    else:
+        if level and options.timestamps != "none":
+            # The model's own times are refined with the VAD's here too (cheap next to the model).
+            regions = [(s / rate, e / rate) for s, e in speech_regions(audio, rate)]
+        total = 1 if mode == "sequential" else _window_count(duration, window)
+        if progress:
+            progress(0, total)
+        if mode == "chunked":
+            call = {**call, "chunk_length_s": window, "batch_size": options.batch_size}
+        outputs = [pipe(audio.copy(), **call)]
+        if progress:
+            progress(total, total)
+        starts, ends = [0.0], [duration]
+    text = " ".join(t for t in (str(o.get("text", "")).strip() for o in outputs) if t)
+    segments: tuple[Segment, ...] = ()
+    if level and options.timestamps != "none":
+        segments = stitch(outputs, starts, ends, duration, level, regions)
+        if options.timestamps != "words":
+            segments = tuple(Segment(s.start, s.end, s.text) for s in segments)
+    if not text:
+        notes.insert(0, NO_SPEECH)
+    return Transcript(text, segments, duration, mode, language, " ".join(notes) or None)
+
+
+def _run_chunks(pipe, chunks: Sequence[np.ndarray], call: Mapping[str, Any], batch_size: int,
+                progress: Progress | None) -> list[dict]:
+    """Run audio chunks through the pipeline in batches, in order, reporting each one done.
+
+    The one place that does batched inference: swap it for a faster path without touching the rest.
+    """
+    rate = pipe.feature_extractor.sampling_rate
+    total = len(chunks)
+    if progress:
+        progress(0, total)
+    inputs = ({"raw": chunk, "sampling_rate": rate} for chunk in chunks)
+    outputs: list[dict] = []
+    for out in pipe(inputs, batch_size=batch_size, **call):
+        outputs.append(out)
+        if progress:
+            progress(len(outputs), total)
+    return outputs
+
+
+def _call_kwargs(pipe, options: TranscribeOptions, mode: str, duration: float, window: float,
+                 notes: list[str]) -> tuple[dict[str, Any], str | None]:
+    """Pipeline call arguments, and what the returned chunks are: 'segment', 'word' or None."""
+    kind = getattr(pipe, "type", "")
+    want = options.timestamps
+    call: dict[str, Any] = {}
+    level: str | None = None
+    if kind == "seq2seq_whisper":
+        gen = pipe.model.generation_config
+        has_heads = getattr(gen, "alignment_heads", None) is not None
+        if want == "words" and not has_heads:
+            notes.append("This model has no alignment heads, so it gives segment times, not word times.")
+            want = "segments"
+        if want == "words":
+            call["return_timestamps"], level = "word", "word"
+        elif want == "segments" or (mode == "sequential" and duration > window):
+            # Whisper's own long-form decoding needs timestamps even when none are shown.
+            call["return_timestamps"], level = True, "segment"
+        generate: dict[str, Any] = {"num_beams": options.num_beams}
+        if getattr(gen, "is_multilingual", False):
+            generate["task"] = options.task
+            if options.language:
+                generate["language"] = options.language
+        elif options.task == "translate" or (options.language or "en").lower() not in ("en", "english"):
+            notes.append("This model is English-only: the language and translate options were ignored.")
+        call["generate_kwargs"] = {**generate, **options.generate_kwargs}
+    elif kind in ("ctc", "ctc_with_lm"):
+        if want != "none":
+            call["return_timestamps"], level = "word", "word"
+        if options.language or options.task != "transcribe":
+            notes.append("This model has a single language: the language and translate options were ignored.")
+    else:
+        if want != "none":
+            notes.append("This model gives no timestamps; only the text is shown.")
+        if pipe.model.can_generate():
+            call["generate_kwargs"] = {"num_beams": options.num_beams, **options.generate_kwargs}
+    return call, level
+
+
+def _language(pipe, options: TranscribeOptions) -> str | None:
+    gen = getattr(pipe.model, "generation_config", None)
+    if getattr(pipe, "type", "") == "seq2seq_whisper" and not getattr(gen, "is_multilingual", False):
+        return "en"
+    return options.language
+
+
+def _window_count(duration: float, window: float) -> int:
+    # The pipeline's default stride is window/6 on each side, so windows advance by 2/3 of one.
+    step = window * 2 / 3
+    return max(1, math.ceil(max(0.0, duration - window) / step) + 1)
+
+
+def stitch(outputs: Sequence[Mapping[str, Any]], starts: Sequence[float], ends: Sequence[float],
+           duration: float, level: str, regions: Sequence[tuple[float, float]] = ()) -> tuple[Segment, ...]:
+    """Pipeline outputs of consecutive audio pieces -> segments in absolute, tidy time.
+
+    Each output's "chunks" hold (start, end) timestamps relative to its piece, which begins at
+    starts[i] and ends at ends[i]; a missing end means "until the piece ends". With level 'word'
+    the chunks are words, grouped into segments that never span two pieces. Given the speech
+    regions a VAD heard (absolute seconds), times are moved onto them (see snap_to_speech).
+    """
+    segments: list[Segment] = []
+    for out, offset, stop in zip(outputs, starts, ends):
+        items = _absolute(out.get("chunks") or [], offset, stop)
+        if level == "word":
+            found = group_words(_join_pieces(items))
+        else:
+            found = [Segment(s, e, t.strip()) for s, e, t in items if _has_word(t)]
+        inside = [(a, b) for a, b in regions if b > offset and a < stop]
+        segments += snap_to_speech(found, inside) if inside else found
+    return tidy_times(segments, duration)
+
+
+def _join_pieces(items: Sequence[tuple[float, float, str]]) -> list[Word]:
+    """Word chunks -> Words; Whisper marks a new word with a leading space, so a chunk without
+    one ("'clock" after " o", a lone ".") belongs to the word before it. CTC words have no spaces."""
+    spaced = any(t.startswith(" ") for _, _, t in items)
+    words: list[Word] = []
+    for start, end, text in items:
+        glue = words and (not _has_word(text) or (spaced and not text.startswith(" ")))
+        if glue:
+            last = words[-1]
+            words[-1] = Word(last.start, max(last.end, end), last.text + text.strip())
+        elif _has_word(text):
+            words.append(Word(start, end, text.strip()))
+    return words
+
+
+def _has_word(text: str) -> bool:
+    return any(ch.isalnum() for ch in text)
+
+
+def _absolute(chunks: Iterable[Mapping[str, Any]], offset: float, stop: float) -> list[tuple[float, float, str]]:
+    items: list[tuple[float, float, str]] = []
+    for chunk in chunks:
+        start, end = (tuple(chunk.get("timestamp") or (None, None)) + (None, None))[:2]
+        start = offset if start is None else min(offset + float(start), stop)
+        if start >= stop and items:
+            start = items[-1][1]  # times past the piece's end are the model's guess, not a place
+        end = stop if end is None else min(offset + float(end), stop)
+        items.append((start, max(start, end), str(chunk.get("text", ""))))
+    return items
+
+
+def group_words(words: Sequence[Word], max_gap: float = SEGMENT_GAP_S,
+                max_chars: int = SEGMENT_MAX_CHARS) -> list[Segment]:
+    """Words -> segments, cut after sentence ends, at pauses longer than max_gap, or when too long."""
+    segments: list[Segment] = []
+    current: list[Word] = []
+
+    def close() -> None:
+        if current:
+            segments.append(Segment(current[0].start, current[-1].end, " ".join(w.text for w in current),
+                                    tuple(current)))
+            current.clear()
+
+    for word in words:
+        if current:
+            length = sum(len(w.text) + 1 for w in current) + len(word.text)
+            if word.start - current[-1].end > max_gap or length > max_chars:
+                close()
+        current.append(word)
+        if word.text.endswith((".", "?", "!")):
+            close()
+    close()
+    return segments
+
+
+def snap_to_speech(segments: Sequence[Segment], regions: Sequence[tuple[float, float]],
+                   tolerance: float = SNAP_TOLERANCE_S) -> list[Segment]:
+    """Move segment and word times onto the speech regions a VAD heard (absolute seconds).
+
+    Whisper's own times drift by seconds on small models: a segment's start usually takes in
+    the pause before it. Segment starts are aligned to region starts (align_starts); a word
+    starting in a pause moves to where speech resumes; an end in a pause moves back to where
+    speech stopped, and a time within `tolerance` of a region's edge moves to that edge.
+    """
+    regions = sorted(regions)
+    if not regions or not segments:
+        return list(segments)
+    if all(seg.words for seg in segments):
+        out = []
+        for seg in segments:
+            words = tuple(Word(*_snap(regions, w.start, w.end, tolerance, word=True), w.text) for w in seg.words)
+            out.append(Segment(words[0].start, words[-1].end, seg.text, words))
+        return out
+    aligned = align_starts([seg.start for seg in segments], regions)
+    out = []
+    for seg, region in zip(segments, aligned):
+        start = regions[region][0] if region is not None else seg.start
+        out.append(Segment(start, _snap(regions, start, seg.end, tolerance, word=False)[1], seg.text))
+    return out
+
+
+def _snap(regions: Sequence[tuple[float, float]], start: float, end: float, tolerance: float,
+          word: bool) -> tuple[float, float]:
+    starts = [a for a, _ in regions]
+    i = bisect.bisect_right(starts, start) - 1  # the last region starting at or before `start`
+    if i >= 0 and start <= regions[i][1]:
+        if start - regions[i][0] <= tolerance:
+            start = regions[i][0]
+    elif i + 1 < len(regions) and regions[i + 1][0] < max(end, start + tolerance):
+        i += 1
+        start = regions[i][0]
+    if word and i >= 0 and start <= regions[i][1] < end - tolerance:
+        end = regions[i][1]  # a word does not run on over a pause
+    j = bisect.bisect_right(starts, end) - 1
+    if j >= 0 and end > regions[j][1]:
+        if regions[j][1] > start:
+            end = regions[j][1]
+    elif j >= 0 and regions[j][1] - end <= tolerance:
+        end = regions[j][1]
+    return start, max(start, end)
+
+
+def align_starts(starts: Sequence[float], regions: Sequence[tuple[float, float]],
+                 keep_cost: float = ALIGN_KEEP_COST_S) -> list[int | None]:
+    """For each segment start (in order), the index of the region it begins at, or None.
+
+    A monotone alignment where a region begins at most one segment. Moving a start to a
+    region start costs the seconds of *speech* passed over (moving across a pause is free:
+    a segment does not begin in silence); leaving a start where it is (mid-speech) costs
+    keep_cost. The cheapest alignment wins (dynamic programming, like edit distance).
+    """
+    m, k = len(starts), len(regions)
+    bounds = [0.0]
+    for a, b in regions:
+        bounds.append(bounds[-1] + (b - a))
+
+    def speech_before(t: float) -> float:
+        i = bisect.bisect_right([a for a, _ in regions], t)
+        if i == 0:
+            return 0.0
+        a, b = regions[i - 1]
+        return bounds[i - 1] + min(t, b) - a
+
+    before = [speech_before(t) for t in starts]
+    region_before = [bounds[j] for j in range(k)]
+    inf = float("inf")
+    cost = [[inf] * (k + 1) for _ in range(m + 1)]
+    move = [[0] * (k + 1) for _ in range(m + 1)]
+    cost[0] = [0.0] * (k + 1)
+    for i in range(1, m + 1):
+        cost[i][0], move[i][0] = cost[i - 1][0] + keep_cost, 2
+        for j in range(1, k + 1):
+            options = (cost[i][j - 1], cost[i - 1][j - 1] + abs(before[i - 1] - region_before[j - 1]),
+                       cost[i - 1][j] + keep_cost)
+            move[i][j] = min(range(3), key=options.__getitem__)
+            cost[i][j] = options[move[i][j]]
+    aligned: list[int | None] = [None] * m
+    i, j = m, k
+    while i > 0:
+        step = move[i][j] if j > 0 else 2
+        if step == 0:
+            j -= 1
+        elif step == 1:
+            aligned[i - 1] = j - 1
+            i, j = i - 1, j - 1
+        else:
+            i -= 1
+    return aligned
+
+
+def tidy_times(segments: Sequence[Segment], duration: float) -> tuple[Segment, ...]:
+    """Clamp every time to [0, duration] and make the whole sequence of times non-decreasing.
+
+    Starts are trusted over ends: an end that runs past the next start is pulled back to it.
+    """
+    def fix(items: Sequence[Any], lo: float, hi: float) -> list[tuple[float, float]]:
+        starts, floor = [], lo
+        for item in items:
+            floor = min(max(_clamp(item.start, lo, hi), floor), hi)
+            starts.append(floor)
+        times = []
+        for i, item in enumerate(items):
+            nxt = starts[i + 1] if i + 1 < len(items) else hi
+            times.append((starts[i], min(max(_clamp(item.end, lo, hi), starts[i]), nxt)))
+        return times
+
+    def ms(t: float) -> float:  # millisecond times read better; rounding keeps their order
+        return min(round(t, 3), duration)
+
+    out = []
+    for seg, (start, end) in zip(segments, fix(segments, 0.0, duration)):
+        words = tuple(Word(ms(s), ms(e), w.text) for w, (s, e) in zip(seg.words, fix(seg.words, start, end)))
+        out.append(Segment(ms(start), ms(end), seg.text, words))
+    return tuple(out)
+
+
+def _clamp(value: float, lo: float, hi: float) -> float:
+    value = float(value)
+    if not math.isfinite(value):
+        return lo
+    return min(max(value, lo), hi)

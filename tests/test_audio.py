@@ -1,0 +1,142 @@
+"""engine.audio: decoding any file to 16 kHz mono float32, and VAD chunks cut inside silences."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from engine.audio import decode_audio, pack_regions, speech_chunks, speech_regions
+from engine.errors import InputError
+from tests.test_speech_synth import RATE, SENTENCES, make_speech, needs_espeak
+
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+
+
+def tone(seconds: float, rate: int, freq: float = 440.0) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def dominant_hz(audio: np.ndarray, rate: int = RATE) -> float:
+    spectrum = np.abs(np.fft.rfft(audio))
+    return float(np.fft.rfftfreq(audio.size, 1 / rate)[spectrum.argmax()])
+
+
+def test_stereo_44k_int16_wav_becomes_16k_mono_float(tmp_path):
+    left, right = tone(2.0, 44100, 440.0), tone(2.0, 44100, 440.0)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([left, right], axis=1), 44100, subtype="PCM_16")
+    audio = decode_audio(path)
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    assert audio.shape[0] == pytest.approx(2 * RATE, abs=2)
+    assert dominant_hz(audio) == pytest.approx(440.0, abs=1.0)
+    assert 0.45 < np.abs(audio).max() < 0.55  # int16 scaled to [-1, 1], channels averaged
+
+
+def test_channels_are_averaged(tmp_path):
+    path = tmp_path / "one-side.wav"
+    sf.write(path, np.stack([tone(1.0, RATE), np.zeros(RATE, np.float32)], axis=1), RATE, subtype="FLOAT")
+    assert np.abs(decode_audio(path)).max() == pytest.approx(0.25, abs=0.01)
+
+
+def test_8k_float_wav_is_resampled(tmp_path):
+    path = tmp_path / "phone.wav"
+    sf.write(path, tone(1.5, 8000, 300.0), 8000, subtype="FLOAT")
+    audio = decode_audio(path)
+    assert audio.shape[0] == pytest.approx(1.5 * RATE, abs=2)
+    assert dominant_hz(audio) == pytest.approx(300.0, abs=1.0)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("ext", ["mp3", "m4a"])
+def test_compressed_files_made_with_ffmpeg(tmp_path, ext):
+    wav = tmp_path / "in.wav"
+    sf.write(wav, tone(2.0, 22050, 500.0), 22050, subtype="PCM_16")
+    out = tmp_path / f"out.{ext}"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(wav), str(out)], check=True)
+    audio = decode_audio(out)
+    assert audio.shape[0] == pytest.approx(2 * RATE, abs=0.1 * RATE)  # encoders add a little padding
+    assert dominant_hz(audio) == pytest.approx(500.0, abs=2.0)
+    assert decode_audio(out.read_bytes()).shape == audio.shape  # bytes work the same
+
+
+def test_a_text_file_renamed_wav_is_a_clear_error(tmp_path):
+    path = tmp_path / "notes.wav"
+    path.write_text("these are meeting notes, not audio\n" * 20)
+    with pytest.raises(InputError, match=r"'notes.wav' could not be decoded as audio; accepted: wav, flac"):
+        decode_audio(path)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b""), "is an empty file"),
+    (lambda p: sf.write(p, np.zeros(0, np.float32), RATE), "holds no samples"),
+])
+def test_empty_files_are_refused(tmp_path, make, message):
+    path = tmp_path / "empty.wav"
+    make(path)
+    with pytest.raises(InputError, match=message):
+        decode_audio(path)
+
+
+def test_missing_file_and_none():
+    with pytest.raises(InputError, match="No audio was given"):
+        decode_audio("")
+    with pytest.raises(InputError, match="'gone.wav' was not found"):
+        decode_audio("/nonexistent/gone.wav")
+
+
+def test_longer_than_the_limit_is_refused_before_decoding_it_all(tmp_path):
+    path = tmp_path / "long.flac"
+    sf.write(path, tone(12.0, RATE), RATE)
+    with pytest.raises(InputError, match=r"lasts 0:12, longer than this server accepts \(0:10\)"):
+        decode_audio(path, max_seconds=10)
+    assert decode_audio(path, max_seconds=12.5).shape[0] == 12 * RATE
+
+
+def test_pack_regions_groups_up_to_the_window_and_cuts_in_the_middle_of_pauses():
+    s = 100  # samples per "second" in this synthetic layout
+    regions = [(1 * s, 4 * s), (6 * s, 9 * s), (10 * s, 14 * s), (20 * s, 22 * s)]
+    chunks = pack_regions(regions, total=25 * s, max_len=10 * s, pad=3 * s)
+    # 1-9 fits in 10 s; adding 10-14 would make 13 s, so a new chunk starts, and 20-22 needs its own.
+    # Each chunk takes up to 3 s of the silence around it, never past a pause's middle or the window.
+    assert chunks == [(0, 950), (950, 1700), (1700, 2500)]
+    for a, b in chunks:
+        assert b - a <= 10 * s
+        for ra, rb in regions:  # no border inside speech
+            assert not ra < a < rb and not ra < b < rb
+    assert all(b1 <= a2 for (_, b1), (a2, _) in zip(chunks, chunks[1:]))  # no overlap
+
+
+def test_pack_regions_splits_speech_longer_than_the_window():
+    chunks = pack_regions([(0, 2500)], total=3000, max_len=1000, pad=50)
+    assert all(b - a <= 1000 for a, b in chunks)
+    assert chunks[0][0] == 0 and chunks[-1][1] >= 2500
+    assert all(b1 <= a2 for (_, b1), (a2, _) in zip(chunks, chunks[1:]))
+
+
+@needs_espeak
+def test_vad_chunks_on_speech_with_known_pauses():
+    speech = make_speech(SENTENCES[:6], pauses=[1.5, 2.5], lead=0.8)
+    for window in (30.0, 9.0):
+        chunks = speech_chunks(speech.audio, RATE, max_chunk_s=window)
+        assert chunks, "speech was found"
+        for a, b in chunks:
+            assert (b - a) / RATE <= window
+            for start, end in zip(speech.starts, speech.ends):  # no border inside a sentence
+                assert not start + 0.05 < a / RATE < end - 0.05 and not start + 0.05 < b / RATE < end - 0.05
+        covered = [any(a / RATE <= s and e <= b / RATE for a, b in chunks) for s, e in zip(speech.starts, speech.ends)]
+        assert all(covered), "every sentence lies wholly inside one chunk"
+        assert all(b1 <= a2 for (_, b1), (a2, _) in zip(chunks, chunks[1:]))
+    assert len(speech_chunks(speech.audio, RATE, max_chunk_s=9.0)) > len(speech_chunks(speech.audio, RATE, 30.0))
+    regions = speech_regions(speech.audio, RATE)
+    assert len(regions) == 6
+    for (a, _), start in zip(regions, speech.starts):
+        assert abs(a / RATE - start) < 0.2
+
+
+def test_silence_and_noise_free_audio_has_no_chunks():
+    assert speech_chunks(np.zeros(5 * RATE, np.float32), RATE) == []
