@@ -1,0 +1,335 @@
+"""Long audio on a GPU: the app's modes vs the raw transformers pipeline, same work per chunk.
+
+A whisper-large-v3-shaped model with random weights (built from a WhisperConfig; vocabulary,
+tokenizer and generation config from whisper-tiny.en), fp16, on about 30 minutes of espeak
+speech tiled from a short recording. Every chunk decodes exactly --tokens new tokens
+(min_new_tokens = max_new_tokens), so every configuration does the same decoding work.
+
+Run on the GPU machine (see bench/README.md for the exact command):
+    python3 bench/gpu_long_audio.py --assets .gpu --out $OUT/gpu_long_audio.json
+Smoke run on a CPU (tiny model, tiny audio): python bench/gpu_long_audio.py --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import platform
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.speech_audio import RATE, read_wav  # noqa: E402
+
+LARGE_V3 = dict(d_model=1280, encoder_layers=32, decoder_layers=32, encoder_attention_heads=20,
+                decoder_attention_heads=20, encoder_ffn_dim=5120, decoder_ffn_dim=5120, num_mel_bins=128)
+SMOKE = dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+             decoder_attention_heads=4, encoder_ffn_dim=128, decoder_ffn_dim=128, num_mel_bins=128)
+PEER_BATCH = 24  # insanely-fast-whisper's default --batch-size
+
+
+def build_pipeline(assets: Path, shape: dict, device: str, dtype: torch.dtype):
+    """A random-weight Whisper of the given shape with whisper-tiny.en's tokens, as an ASR pipeline."""
+    from transformers import (AutoTokenizer, GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
+                              WhisperForConditionalGeneration, pipeline)
+
+    base = json.loads((assets / "whisper-tiny.en" / "config.json").read_text())
+    keep = ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id",
+            "begin_suppress_tokens", "max_source_positions", "max_target_positions", "activation_function")
+    config = WhisperConfig(**{k: base[k] for k in keep}, **shape)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = WhisperForConditionalGeneration(config)
+    model = model.to(dtype).eval()
+    model.generation_config = GenerationConfig.from_pretrained(assets / "whisper-tiny.en")
+    tokenizer = AutoTokenizer.from_pretrained(assets / "whisper-tiny.en")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    fe = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
+    return pipeline("automatic-speech-recognition", model=model, tokenizer=tokenizer, feature_extractor=fe,
+                    device=device, dtype=dtype)
+
+
+class SequenceVad:
+    """silero-vad's block-wise ONNX model (same per-frame probabilities, a few calls instead of one per 32 ms)."""
+
+    def __init__(self, parts: int = 1):
+        from silero_vad import load_silero_vad
+
+        self.model = load_silero_vad(sequence=True)
+        self.parts = parts
+
+    def speech(self, audio, sampling_rate, max_speech_s, min_silence_ms=300, pad_ms=100):
+        from silero_vad.utils_vad import get_speech_timestamps_from_probs
+
+        frame = 512
+        frames = -(-audio.shape[0] // frame)
+        cuts = (np.linspace(0, frames, self.parts + 1).astype(int) * frame).tolist()
+        pieces = [audio[a:b] for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
+        with ThreadPoolExecutor(max_workers=len(pieces)) as pool:
+            probs = list(pool.map(lambda a: self.model.audio_forward(np.ascontiguousarray(a), 16000), pieces))
+        found = get_speech_timestamps_from_probs(
+            np.concatenate(probs).tolist(), sampling_rate=16000, max_speech_duration_s=max_speech_s,
+            min_silence_duration_ms=min_silence_ms, speech_pad_ms=pad_ms, audio_length_samples=audio.shape[0])
+        return [(r["start"], r["end"]) for r in found]
+
+
+class Bench:
+    def __init__(self, device: str, audio_s: float, save: Callable[[list], None] = lambda rows: None):
+        self.device, self.audio_s, self.rows, self.save = device, audio_s, [], save
+        self.cuda = device.startswith("cuda")
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def measure(self, name: str, what: str, fn: Callable[[], Any], audio_s: float | None = None,
+                **extra) -> Any:
+        audio_s = audio_s or self.audio_s
+        if self.cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        self.sync()
+        start = time.perf_counter()
+        try:
+            result = fn()
+            self.sync()
+        except Exception as exc:  # noqa: BLE001 - one failing configuration must not lose the others
+            print(f"{name}: FAILED {type(exc).__name__}: {exc}", flush=True)
+            self.rows.append({"name": name, "what": what, "error": f"{type(exc).__name__}: {exc}"[:500]})
+            self.save(self.rows)
+            return None
+        wall = time.perf_counter() - start
+        row = {"name": name, "what": what, "audio_s": round(audio_s, 1), "wall_s": round(wall, 3),
+               "audio_min_per_s": round(audio_s / 60 / wall, 3),
+               "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if self.cuda else None, **extra}
+        self.rows.append(row)
+        self.save(self.rows)
+        print(f"{name:34s} {wall:8.2f} s {row['audio_min_per_s']:8.2f} audio-min/s "
+              f"{row['peak_gpu_gib'] or 0:6.1f} GiB  {what}", flush=True)
+        return result
+
+
+def similarity(a: str, b: str) -> float:
+    return round(difflib.SequenceMatcher(None, a, b, autojunk=False).ratio(), 4)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--assets", default=str(ROOT / ".gpu"), help="folder with speech.wav and whisper-tiny.en/")
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--tokens", type=int, default=100, help="new tokens decoded per chunk")
+    parser.add_argument("--b1-minutes", type=float, default=2.0, help="audio for the slow batch-1 pipeline run")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "gpu_long_audio.json"))
+    parser.add_argument("--smoke", action="store_true", help="tiny model and audio on the CPU (tests)")
+    args = parser.parse_args(argv)
+
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    from engine import speech
+    from engine.speech import TranscribeOptions, speech_chunks, transcribe
+    from engine.whisper_batch import DecodeOptions, transcribe_chunks
+
+    device = "cpu" if args.smoke or not torch.cuda.is_available() else "cuda:0"
+    dtype = torch.float32 if device == "cpu" else torch.float16
+    assets = Path(args.assets)
+    minutes = 0.5 if args.smoke else args.minutes
+    tokens = 3 if args.smoke else args.tokens
+    b1_minutes = 0.25 if args.smoke else args.b1_minutes
+    shape = SMOKE if args.smoke else LARGE_V3
+
+    t0 = time.perf_counter()
+    pipe = build_pipeline(assets, shape, device, dtype)
+    build_s = time.perf_counter() - t0
+    clip = read_wav(assets / "speech.wav")
+    n = int(minutes * 60 * RATE)
+    audio = np.tile(clip, -(-n // clip.size))[:n].copy()
+    audio_s = audio.size / RATE
+    gk = {"num_beams": 1, "min_new_tokens": tokens, "max_new_tokens": tokens}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    bench = Bench(device, audio_s, save=lambda rows: out.write_text(json.dumps({"partial": True, "rows": rows},
+                                                                               indent=2) + "\n"))
+    print(f"device {device}, model built in {build_s:.1f} s, audio {audio_s / 60:.1f} min "
+          f"(tiled from {clip.size / RATE:.0f} s), {tokens} tokens per chunk", flush=True)
+
+    def raw(a, batch):
+        return pipe(a.copy(), chunk_length_s=30, batch_size=batch, return_timestamps=True, generate_kwargs=gk)
+
+    def app(mode, batch, a=audio):
+        return transcribe(pipe, a, TranscribeOptions(mode=mode, batch_size=batch, generate_kwargs=gk))
+
+    def fast_run_chunks(batch, options=DecodeOptions()):
+        def run(pipe_, chunks, call, batch_size, progress):
+            return transcribe_chunks(pipe_, chunks, batch_size=batch or batch_size,
+                                     return_timestamps=call.get("return_timestamps", False),
+                                     generate_kwargs=call.get("generate_kwargs"), progress=progress,
+                                     options=options)
+        return run
+
+    def with_patch(fn, **patches):
+        saved = {k: getattr(speech, k) for k in patches}
+        for k, v in patches.items():
+            setattr(speech, k, v)
+        try:
+            return fn()
+        finally:
+            for k, v in saved.items():
+                setattr(speech, k, v)
+
+    # Warm-up (cuBLAS handles, kernels, silero load) on one minute; not recorded.
+    warm = audio[: 60 * RATE]
+    raw(warm, PEER_BATCH)
+    speech_chunks(warm, RATE)
+    transcribe_chunks(pipe, [warm[: 30 * RATE]] * 2, batch_size=2, return_timestamps=True, generate_kwargs=gk)
+    bench.sync()
+
+    # 1. VAD alone: the app's silero (one frame per call), then the block-wise ONNX model.
+    ranges = bench.measure("vad_silero_app", "engine.audio.speech_chunks (silero jit, 1 thread)",
+                           lambda: speech_chunks(audio, RATE))
+    chunks = [audio[s:e] for s, e in ranges]
+    speech_s = sum(e - s for s, e in ranges) / RATE
+    vad_rows = {}
+    for parts in (1, 8):
+        try:
+            vad = SequenceVad(parts)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime missing: the lever is reported as not run
+            print(f"sequence VAD not available: {exc}")
+            break
+        found = bench.measure(f"vad_silero_sequence_x{parts}",
+                              f"silero sequence ONNX, audio in {parts} part(s) on threads",
+                              lambda: speech_chunks(audio, RATE, vad=vad))
+        vad_rows[parts] = found
+        bench.rows[-1]["same_chunks_as_app"] = found == ranges
+
+    # 2. Raw transformers pipeline, the peer's settings (chunk_length_s=30, batch 24, greedy, timestamps).
+    raw_out = bench.measure("raw_pipeline_chunked_b24", "pipeline(chunk_length_s=30, batch_size=24)",
+                            lambda: raw(audio, PEER_BATCH), chunks=_window_count(audio_s), batch_size=PEER_BATCH)
+    b1 = audio[: int(b1_minutes * 60 * RATE)]
+    bench.measure("raw_pipeline_chunked_b1", f"pipeline(chunk_length_s=30, batch_size=1) on the first "
+                  f"{b1_minutes:g} min", lambda: raw(b1, 1), audio_s=b1.size / RATE, batch_size=1)
+
+    # 3. The app's modes through engine.speech.transcribe as it is.
+    bench.measure("app_chunked_b24", "transcribe(mode='chunked', batch_size=24)", lambda: app("chunked", PEER_BATCH),
+                  batch_size=PEER_BATCH)
+    app_vad = bench.measure("app_vad_b24", "transcribe(mode='vad', batch_size=24): VAD + pipeline per batch",
+                            lambda: app("vad", PEER_BATCH), chunks=len(chunks), speech_s=round(speech_s, 1),
+                            batch_size=PEER_BATCH)
+
+    # 4. The app's vad mode with engine.whisper_batch wired into _run_chunks (as the lead will).
+    fast_b24 = bench.measure("app_vad_fast_b24", "transcribe(mode='vad') + whisper_batch, batch 24",
+                             lambda: with_patch(lambda: app("vad", PEER_BATCH),
+                                                _run_chunks=fast_run_chunks(PEER_BATCH)),
+                             chunks=len(chunks), batch_size=PEER_BATCH)
+    bench.measure("app_vad_fast_all", "transcribe(mode='vad') + whisper_batch, all chunks in one batch",
+                  lambda: with_patch(lambda: app("vad", PEER_BATCH), _run_chunks=fast_run_chunks(len(chunks))),
+                  chunks=len(chunks), batch_size=len(chunks))
+    if 8 in vad_rows:
+        seq = SequenceVad(8)
+        bench.measure("app_vad_fast_all_seqvad", "as above, VAD by the sequence ONNX model on 8 threads",
+                      lambda: with_patch(lambda: app("vad", PEER_BATCH), _run_chunks=fast_run_chunks(len(chunks)),
+                                         speech_chunks=lambda a, r, max_chunk_s=30.0: speech_chunks(
+                                             a, r, max_chunk_s=max_chunk_s, vad=seq)),
+                      chunks=len(chunks), batch_size=len(chunks))
+
+    # 5. Levers, one by one, on the VAD chunks alone (ASR time only).
+    def asr(batch, **opts):
+        return lambda: transcribe_chunks(pipe, chunks, batch_size=batch, return_timestamps=True,
+                                         generate_kwargs=gk, options=DecodeOptions(**opts))
+
+    asr_s = speech_s
+    bench.measure("asr_pipeline_b24", "_run_chunks as is: pipeline on the VAD chunks, batch 24",
+                  lambda: speech._run_chunks(pipe, chunks, {"return_timestamps": True, "generate_kwargs": gk},
+                                             PEER_BATCH, None), chunks=len(chunks), batch_size=PEER_BATCH)
+    bench.measure("asr_fast_nograph_b24", "whisper_batch, static cache, no CUDA graph, batch 24",
+                  asr(PEER_BATCH, cuda_graph=False), chunks=len(chunks), batch_size=PEER_BATCH)
+    bench.measure("asr_fast_graph_b24", "+ CUDA graph per decoder step", asr(PEER_BATCH), batch_size=PEER_BATCH)
+    fast_all = bench.measure("asr_fast_graph_all", "+ all chunks in one batch", asr(len(chunks)),
+                             batch_size=len(chunks))
+    bench.measure("asr_fast_graph_all_eager_attn", "attention as softmax(q k^T) v instead of sdpa",
+                  asr(len(chunks), attention="eager"), batch_size=len(chunks))
+    bench.measure("asr_fast_graph_all_cpu_features", "log-mel on the CPU instead of the GPU",
+                  asr(len(chunks), features_on_device=False), batch_size=len(chunks))
+    try:
+        breakdown = _breakdown(pipe, chunks, gk, bench) if bench.cuda else {}
+    except Exception as exc:  # noqa: BLE001
+        breakdown = {"error": repr(exc)[:300]}
+    pipe.model.to(torch.bfloat16)
+    bench.measure("asr_fast_graph_all_bf16", "bf16 weights instead of fp16", asr(len(chunks)),
+                  batch_size=len(chunks))
+    for row in bench.rows:
+        if row["name"].startswith("asr_"):
+            row["note"] = "ASR only, on the VAD chunks; audio-min/s counts the whole recording"
+
+    fast_text = " ".join(o["text"].strip() for o in fast_all or [])
+    ref_text = app_vad.text if app_vad else ""
+    result = {
+        "what": "30 min espeak speech (tiled), random-weight whisper-large-v3 shape, every chunk "
+                f"{tokens} new tokens, return_timestamps=True, greedy",
+        "device": torch.cuda.get_device_name(0) if bench.cuda else platform.processor() or "cpu",
+        "torch": torch.__version__, "transformers": transformers.__version__,
+        "dtype": str(dtype).removeprefix("torch."), "attn_implementation": pipe.model.config._attn_implementation,
+        "model_build_s": round(build_s, 1), "audio_s": round(audio_s, 1), "clip_s": round(clip.size / RATE, 1),
+        "vad_chunks": len(chunks), "vad_speech_s": round(speech_s, 1), "pipeline_windows": _window_count(audio_s),
+        "tokens_per_chunk": tokens,
+        "agreement": {"fast_vs_pipeline_text_similarity": similarity(fast_text, ref_text),
+                      "fast_b24_vs_pipeline_similarity": similarity(fast_b24.text if fast_b24 else "", ref_text),
+                      "note": "random weights in fp16 put many logits within rounding of each other, so "
+                              "different kernels pick different tokens; exact agreement is tested on CPU "
+                              "with the real whisper-tiny.en (tests/test_whisper_batch.py)"},
+        "breakdown_all_chunks_s": breakdown,
+        "rows": bench.rows,
+        "asr_only_audio_s": round(asr_s, 1),
+    }
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print("\n" + "\n".join(f"{r['name']:34s} {r.get('wall_s', 'FAILED')!s:>8} s "
+                            f"{r.get('audio_min_per_s', '-')!s:>8} audio-min/s {r.get('peak_gpu_gib') or '-'!s:>6} GiB"
+                            for r in bench.rows))
+    print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
+    print(f"wrote {out}")
+    return result
+
+
+def _window_count(audio_s: float, window: float = 30.0) -> int:
+    import math
+
+    step = window * 2 / 3
+    return max(1, math.ceil(max(0.0, audio_s - window) / step) + 1)
+
+
+def _breakdown(pipe, chunks, gk, bench: Bench) -> dict:
+    """Seconds spent in log-mel, encoder and decoder for all chunks in one batch."""
+    from engine import whisper_batch as wb
+
+    model = pipe.model
+    plan = wb._Plan.build(model, True, gk)
+    times = {}
+    with torch.inference_mode():
+        bench.sync()
+        t = time.perf_counter()
+        feats = wb.log_mel(pipe.feature_extractor, chunks, model.device).to(model.dtype)
+        bench.sync()
+        times["log_mel"] = time.perf_counter() - t
+        t = time.perf_counter()
+        enc = model.get_encoder()(feats).last_hidden_state
+        bench.sync()
+        times["encoder"] = time.perf_counter() - t
+        t = time.perf_counter()
+        wb._greedy(model, enc, plan, wb.DecodeOptions())
+        bench.sync()
+        times["decoder_incl_capture"] = time.perf_counter() - t
+    return {k: round(v, 3) for k, v in times.items()}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""Smoke tests: every benchmark script runs on tiny inputs and writes the figures the README reads."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from bench import run_all
+from bench.speech_audio import RATE, read_wav, recording, sentences, write_wav
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+
+def test_sentences_are_varied_and_repeatable():
+    first = sentences(20, seed=3)
+    assert first == sentences(20, seed=3)
+    assert len(set(first)) > 15 and all(s.endswith(".") for s in first)
+
+
+@needs_espeak
+def test_recording_is_speech_with_pauses_and_its_text(tmp_path):
+    audio, text = recording(6.0, seed=11)
+    assert audio.dtype == np.float32 and audio.size >= 6 * RATE
+    assert len(text.split()) >= 8
+    write_wav(tmp_path / "a.wav", audio)
+    assert np.abs(read_wav(tmp_path / "a.wav") - audio).max() < 1e-3
+
+
+def test_registry_bench_counts_one_load_for_eight_threads(tmp_path):
+    from bench import registry_bench
+
+    result = registry_bench.main(["--out-dir", str(tmp_path)])
+    assert result["target_met"]
+    for row in result["models"].values():
+        assert row["threads_on_cold_key"]["loads"] == 1
+        assert row["cold_vs_cached"]["cached_get"]["median_us"] < 1000
+    assert json.loads((tmp_path / "registry.json").read_text())["target_met"]
+
+
+def test_overhead_bench_times_the_app_and_the_direct_call(tmp_path):
+    from bench import overhead
+
+    result = overhead.main(["--calls", "3", "--out-dir", str(tmp_path)])
+    assert result["direct"]["n"] == 3 and result["batching_on"]["app"]["n"] == 3
+    assert result["batching_off"]["sample_output"][0]["label"]  # the app really classified the image
+    assert (tmp_path / "overhead.json").exists()
+
+
+def test_startup_bench_reports_start_time_and_memory_per_model(tmp_path):
+    from bench import startup
+
+    result = startup.main(["--starts", "1", "--out-dir", str(tmp_path)])
+    assert 0 < result["start_to_http_200_s"]["median"] < 120
+    loaded = result["rss_after_loading_mb"]
+    assert len(loaded) == 5 and all(r["rss_mb"] > 50 for r in loaded)
+
+
+@needs_espeak
+def test_long_audio_bench_runs_every_mode(tmp_path, tiny_model):
+    from bench import long_audio_cpu
+
+    result = long_audio_cpu.main(["--seconds", "8", "--raw-batches", "2", "--model",
+                                  str(tiny_model("whisper_en")), "--out-dir", str(tmp_path)])
+    names = [r["name"] for r in result["rows"]]
+    assert names[:3] == ["app sequential", "app chunked", "app vad (default)"] and "raw pipeline b2" in names
+    assert all(r["wall_s"] > 0 and 0 <= r["wer"] for r in result["rows"])
+
+
+@needs_espeak
+def test_gpu_script_smoke_runs_on_cpu(tmp_path):
+    from bench import gpu_long_audio
+    from tests.conftest import WHISPER_TINY_EN
+
+    if not WHISPER_TINY_EN.is_dir():
+        pytest.skip("needs ../shared/models/whisper-tiny.en for its tokenizer")
+    assets = tmp_path / "assets"
+    (assets / "whisper-tiny.en").mkdir(parents=True)
+    for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(WHISPER_TINY_EN / name, assets / "whisper-tiny.en" / name)
+    write_wav(assets / "speech.wav", recording(12.0, seed=12)[0])
+    result = gpu_long_audio.main(["--smoke", "--assets", str(assets), "--out", str(tmp_path / "gpu.json")])
+    names = {r["name"] for r in result["rows"] if "error" not in r}
+    assert {"raw_pipeline_chunked_b24", "app_vad_b24", "asr_fast_graph_all"} <= names
+
+
+def test_plot_draws_every_device_from_the_jsons(tmp_path):
+    (tmp_path / "long_audio_cpu.json").write_text(json.dumps({"rows": [
+        {"name": "app vad (default)", "audio_min_per_s": 0.9}, {"name": "raw pipeline b24", "audio_min_per_s": 0.5}]}))
+    (tmp_path / "gpu_long_audio.json").write_text(json.dumps({"device": "H100", "rows": [
+        {"name": "app_vad_fast_all", "audio_min_per_s": 12.0}, {"name": "raw_pipeline_chunked_b24",
+                                                                "audio_min_per_s": 1.7}]}))
+    rows = run_all.plot_rows(tmp_path)
+    assert {d for _, d, _ in rows} == {"CPU (2 cores), whisper-tiny.en", "H100, large-v3 shape"}
+    path = run_all.plot(tmp_path)
+    assert path.exists() and path.stat().st_size > 5000
