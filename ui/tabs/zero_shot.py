@@ -99,6 +99,7 @@ def build(registry, settings) -> None:
                     gr.Examples([[EXAMPLE_TEXT, EXAMPLE_LABELS, False, DEFAULT_TEMPLATE],
                                  [EXAMPLE_TEXT, EXAMPLE_LABELS, True, "This message is about {}."]],
                                 inputs=[text, labels, multi_label, template], api_name="zero_shot_example",
+                                example_labels=["Support ticket: one label", "Support ticket: several labels may be true"],
                                 elem_id="zs-examples")
                 with gr.Column():
                     label = gr.Label(num_top_classes=settings.max_labels, label="Scores", elem_id="zs-label")
@@ -113,7 +114,7 @@ def build(registry, settings) -> None:
                                      "a file is used instead of the typed texts")
             run_many = gr.Button("Classify all", variant="primary", elem_id="zs-run-many")
             gr.Examples([[EXAMPLE_TEXTS, EXAMPLE_LABELS]], inputs=[texts, labels], api_name="zero_shot_examples",
-                        elem_id="zs-examples-many")
+                        example_labels=["Three support tickets"], elem_id="zs-examples-many")
             table = gr.Dataframe(label="Results", interactive=False, wrap=True, elem_id="zs-table")
             download = gr.File(label="Results as CSV", interactive=False, elem_id="zs-download")
 
