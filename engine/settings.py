@@ -60,6 +60,7 @@ class Settings:
     max_batch_size: int = field(default=16, metadata={"help": "most requests from different users run as one batch"})
     batching: bool = field(default=True, metadata={"help": "run requests that arrive together from different users as one model batch"})
     batch_wait_ms: float = field(default=10.0, metadata={"help": "how long a batch waits for more requests to join, in ms"})
+    max_pairs_per_forward: int = field(default=64, metadata={"help": "most (text, label) pairs the zero-shot model scores in one forward pass; bounds memory with many labels and long texts"})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
