@@ -113,24 +113,28 @@ def _checked_texts(texts: list[str], max_texts: int, max_chars: int) -> list[str
 
 
 def classify_texts(pipe: Any, texts: Sequence[str], labels: Sequence[str], multi_label: bool,
-                   template: str = DEFAULT_TEMPLATE) -> list[ZeroShotResult]:
-    """Each text scored against every label, in one pipeline call (one forward for all pairs)."""
+                   template: str = DEFAULT_TEMPLATE, pairs_per_forward: int | None = None) -> list[ZeroShotResult]:
+    """Each text scored against every label in one pipeline call: all (text, label) pairs in one
+    forward pass, or in passes of pairs_per_forward."""
     if not texts:
         return []
     labels = list(labels)
+    pairs = len(texts) * len(labels)
     outputs = pipe(list(texts), candidate_labels=labels, multi_label=bool(multi_label),
-                   hypothesis_template=template, batch_size=len(texts) * len(labels))
+                   hypothesis_template=template, batch_size=min(pairs, pairs_per_forward or pairs))
     if isinstance(outputs, dict):
         outputs = [outputs]
     return [ZeroShotResult(tuple(o["labels"]), tuple(float(s) for s in o["scores"])) for o in outputs]
 
 
-def _classify_batch(key: tuple[Any, tuple[str, ...], bool, str], texts: list[str]) -> list[ZeroShotResult]:
-    pipe, labels, multi_label, template = key
-    return classify_texts(pipe, texts, labels, multi_label, template)
+def _classify_batch(key: tuple[Any, tuple[str, ...], bool, str, int | None], texts: list[str]) -> list[ZeroShotResult]:
+    pipe, labels, multi_label, template, pairs_per_forward = key
+    return classify_texts(pipe, texts, labels, multi_label, template, pairs_per_forward)
 
 
 def classify_with(batcher: MicroBatcher, pipe: Any, texts: Sequence[str], labels: Sequence[str],
-                  multi_label: bool, template: str = DEFAULT_TEMPLATE) -> list[ZeroShotResult]:
+                  multi_label: bool, template: str = DEFAULT_TEMPLATE,
+                  pairs_per_forward: int | None = None) -> list[ZeroShotResult]:
     """classify_texts through the batcher: texts with the same labels and settings share a batch."""
-    return batcher.map(_classify_batch, (pipe, tuple(labels), bool(multi_label), template), texts)
+    key = (pipe, tuple(labels), bool(multi_label), template, pairs_per_forward)
+    return batcher.map(_classify_batch, key, texts)

@@ -90,3 +90,16 @@ def test_zero_shot_scores_every_label_for_every_text_in_one_forward(nli):
     assert list(single[1].labels) == alone["labels"]
     assert list(single[1].scores) == pytest.approx(alone["scores"], abs=1e-5)
     assert classify_texts(nli, [SEED_TEXT], ["urgent"], multi_label=False)[0].labels == ("urgent",)
+
+
+def test_pairs_per_forward_splits_the_forward_passes_not_the_answer(nli):
+    forwards = []
+    hook = nli.model.register_forward_hook(lambda module, args, out: forwards.append(args))
+    try:
+        split = classify_texts(nli, [SEED_TEXT, "my tablet"], SEED_LABELS, False, pairs_per_forward=4)
+    finally:
+        hook.remove()
+    assert len(forwards) == 3  # 10 pairs in passes of 4, 4 and 2
+    whole = classify_texts(nli, [SEED_TEXT, "my tablet"], SEED_LABELS, False)
+    for a, b in zip(split, whole):
+        assert a.labels == b.labels and a.scores == pytest.approx(b.scores, abs=1e-5)

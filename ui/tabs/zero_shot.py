@@ -58,7 +58,8 @@ def build(registry, settings) -> None:
         template = validate_template(template)
         check_model_allowed(TASK, model, settings)
         pipe = registry.get(TASK, model)
-        return labels, classify_with(batcher, pipe, texts, labels, multi_label, template)
+        return labels, classify_with(batcher, pipe, texts, labels, multi_label, template,
+                                     settings.max_pairs_per_forward)
 
     @user_errors
     def classify_text(text: str, labels: str, multi_label: bool, template: str, model: str) -> dict:
