@@ -323,9 +323,9 @@ def snap_to_speech(segments: Sequence[Segment], regions: Sequence[tuple[float, f
     """Move segment and word times onto the speech regions a VAD heard (absolute seconds).
 
     Whisper's own times drift by seconds on small models: a segment's start usually takes in
-    the pause before it. Segment starts are aligned to region starts (align_starts); a word
-    starting in a pause moves to where speech resumes; an end in a pause moves back to where
-    speech stopped, and a time within `tolerance` of a region's edge moves to that edge.
+    the pause before it. Segment starts are aligned to region starts (align_starts) and an end
+    in a pause moves back to where speech stopped (within `tolerance` of a region's end: to
+    that end). A word is kept inside the region it overlaps most. A segment with words spans them.
     """
     regions = sorted(regions)
     if not regions or not segments:
@@ -333,36 +333,36 @@ def snap_to_speech(segments: Sequence[Segment], regions: Sequence[tuple[float, f
     if all(seg.words for seg in segments):
         out = []
         for seg in segments:
-            words = tuple(Word(*_snap(regions, w.start, w.end, tolerance, word=True), w.text) for w in seg.words)
+            words = tuple(Word(*_snap_word(regions, w.start, w.end), w.text) for w in seg.words)
             out.append(Segment(words[0].start, words[-1].end, seg.text, words))
         return out
     aligned = align_starts([seg.start for seg in segments], regions)
     out = []
     for seg, region in zip(segments, aligned):
         start = regions[region][0] if region is not None else seg.start
-        out.append(Segment(start, _snap(regions, start, seg.end, tolerance, word=False)[1], seg.text))
+        out.append(Segment(start, _snap_end(regions, start, seg.end, tolerance), seg.text))
     return out
 
 
-def _snap(regions: Sequence[tuple[float, float]], start: float, end: float, tolerance: float,
-          word: bool) -> tuple[float, float]:
-    starts = [a for a, _ in regions]
-    i = bisect.bisect_right(starts, start) - 1  # the last region starting at or before `start`
-    if i >= 0 and start <= regions[i][1]:
-        if start - regions[i][0] <= tolerance:
-            start = regions[i][0]
-    elif i + 1 < len(regions) and regions[i + 1][0] < max(end, start + tolerance):
-        i += 1
-        start = regions[i][0]
-    if word and i >= 0 and start <= regions[i][1] < end - tolerance:
-        end = regions[i][1]  # a word does not run on over a pause
-    j = bisect.bisect_right(starts, end) - 1
-    if j >= 0 and end > regions[j][1]:
-        if regions[j][1] > start:
-            end = regions[j][1]
-    elif j >= 0 and regions[j][1] - end <= tolerance:
-        end = regions[j][1]
-    return start, max(start, end)
+def _snap_word(regions: Sequence[tuple[float, float]], start: float, end: float) -> tuple[float, float]:
+    best, most = None, 0.0
+    for a, b in regions:
+        if a >= end:
+            break
+        if min(end, b) - max(start, a) > most:
+            best, most = (a, b), min(end, b) - max(start, a)
+    if best is None:  # wholly in a pause: nothing to go by
+        return start, end
+    return max(start, best[0]), min(end, best[1])
+
+
+def _snap_end(regions: Sequence[tuple[float, float]], start: float, end: float, tolerance: float) -> float:
+    j = bisect.bisect_right([a for a, _ in regions], end) - 1  # the last region starting before `end`
+    if j >= 0 and end > regions[j][1] and regions[j][1] > start:
+        return regions[j][1]  # in a pause: back to where speech stopped
+    if j >= 0 and 0 <= regions[j][1] - end <= tolerance:
+        return regions[j][1]
+    return max(start, end)
 
 
 def align_starts(starts: Sequence[float], regions: Sequence[tuple[float, float]],

@@ -109,3 +109,17 @@ def test_make_speech_places_each_sentence_where_it_says():
         assert not loud[int(end * RATE) + 400:int(end * RATE) + 1600].any()
     assert speech.starts[1] - speech.ends[0] == pytest.approx(2.0, abs=1e-3)
     assert speech.starts[2] - speech.ends[1] == pytest.approx(3.0, abs=1e-3)
+
+
+# A short three-sentence recording for the tab's API and browser tests.
+TALK_SENTENCES = (
+    "The doctor told him to drink more water and walk every afternoon.",
+    "Shall we meet at the station at noon?",
+    "The old bridge over the river was repaired after the winter storms.",
+)
+
+
+def talk_wav(folder: Path) -> tuple[Path, Speech]:
+    """talk.wav (16-bit, 16 kHz) of TALK_SENTENCES with 1.5 and 2 s pauses, and where each was placed."""
+    speech = make_speech(TALK_SENTENCES, pauses=[1.5, 2.0], lead=0.8)
+    return speech.write(Path(folder) / "talk.wav"), speech

@@ -1,15 +1,145 @@
-"""speech tab: filled in by its own issue."""
+"""Speech tab: drop or record audio, get a transcript with timestamps and subtitle files."""
 
 from __future__ import annotations
 
+import re
+import tempfile
+import time
+from pathlib import Path
+
 import gradio as gr
 
-from ui.common import standalone
+from engine.errors import InputError
+from engine.registry import allowed_models, check_model_allowed
+from engine.speech import (MAX_BEAMS, MODES, TIMESTAMPS, Transcript, TranscribeOptions, decode_audio,
+                           offers_language, transcribe, whisper_languages)
+from engine.subtitles import write_all
+from ui.common import standalone, user_errors
+
+TASK = "automatic-speech-recognition"
+RATE = 16000  # every offered model's rate; a model with another one gets the audio decoded again
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+EXAMPLES = sorted(str(p) for p in ASSETS.glob("speech_example*.flac"))
+AUTO_LANGUAGE = "auto"
+MODE_HELP = ("auto: vad when the audio is longer than the model's window (30 s for Whisper) · "
+             "sequential: the model's own long-form decoding · chunked: fixed 30 s windows with overlap · "
+             "vad: cut at silences found by silero-vad, run in batches")
+
+
+def segments_json(result: Transcript) -> list[dict]:
+    """What the API returns: [{"start", "end", "text"}] (+ "words" when word times were asked for)."""
+    rows = []
+    for seg in result.segments:
+        row = {"start": seg.start, "end": seg.end, "text": seg.text}
+        if seg.words:
+            row["words"] = [{"start": w.start, "end": w.end, "text": w.text} for w in seg.words]
+        rows.append(row)
+    return rows
+
+
+def summary(result: Transcript, seconds: float) -> str:
+    minutes, rest = divmod(int(round(result.duration)), 60)
+    parts = [f"**{minutes}:{rest:02d}** of audio", f"mode **{result.mode}**",
+             f"{len(result.segments)} segments", f"transcribed in {seconds:.1f} s"]
+    text = " · ".join(parts)
+    return f"{text}\n\n{result.note}" if result.note else text
+
+
+def _file_stem(path: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", Path(path).stem).strip("._")[:60] or "transcript"
 
 
 def build(registry, settings) -> None:
-    gr.Markdown("This tab is not built yet.")
+    models = allowed_models(TASK, settings)
+    max_batch = max(1, settings.max_batch_size)
+
+    gr.Markdown("Transcribe speech with a `transformers` speech-recognition pipeline: drop a file "
+                "(wav, flac, mp3, ogg, m4a) or record, then download the transcript as subtitles.")
+    with gr.Row():
+        with gr.Column(scale=1):
+            audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Audio (drop, upload or record)",
+                             elem_id="speech-audio")
+            model = gr.Dropdown(models, value=models[0], label="Model", elem_id="speech-model",
+                                allow_custom_value=settings.allow_any_model)
+            timestamps = gr.Radio(list(TIMESTAMPS), value="segments", label="Timestamps", elem_id="speech-timestamps")
+            with gr.Row(visible=offers_language(models[0]), elem_id="speech-language-row") as language_row:
+                language = gr.Dropdown([("Detect automatically", AUTO_LANGUAGE), *whisper_languages()],
+                                       value=AUTO_LANGUAGE, label="Language", elem_id="speech-language")
+                task = gr.Radio(["transcribe", "translate"], value="transcribe", label="Task",
+                                info="translate: English text from speech in any language", elem_id="speech-task")
+            with gr.Accordion("Long audio and decoding", open=False):
+                mode = gr.Radio(list(MODES), value="auto", label="Long-audio mode", info=MODE_HELP,
+                                elem_id="speech-mode")
+                with gr.Row():
+                    batch = gr.Slider(1, max_batch, value=min(8, max_batch), step=1, label="Batch size",
+                                      info="chunks run at once (chunked and vad modes)", elem_id="speech-batch")
+                    beams = gr.Slider(1, MAX_BEAMS, value=1, step=1, label="Beams",
+                                      info="1 = greedy (fastest); more beams cost time for little gain",
+                                      elem_id="speech-beams")
+            run = gr.Button("Transcribe", variant="primary", elem_id="speech-run")
+            if EXAMPLES:
+                gr.Examples([[p] for p in EXAMPLES], inputs=audio, label="Example", api_name="speech_example",
+                            elem_id="speech-examples")
+        with gr.Column(scale=1):
+            info = gr.Markdown(elem_id="speech-summary")
+            text = gr.Textbox(label="Transcript", lines=8, max_lines=20, buttons=["copy"], elem_id="speech-text")
+            files = gr.File(label="Downloads (.srt .vtt .txt .json)", file_count="multiple", interactive=False,
+                            elem_id="speech-files")
+            table = gr.Dataframe(headers=["start", "end", "text"], datatype=["number", "number", "str"],
+                                 interactive=False, wrap=True, max_height=420, label="Segments (seconds)",
+                                 column_widths=["14%", "14%", "72%"], elem_id="speech-segments")
+            words = gr.Dataframe(headers=["start", "end", "word"], datatype=["number", "number", "str"],
+                                 interactive=False, max_height=300, label="Words (seconds)", visible=False,
+                                 column_widths=["20%", "20%", "60%"], elem_id="speech-words")
+            segments = gr.JSON(label="Segments (what the API returns)", visible=False, elem_id="speech-json")
+    result_state = gr.State()
+
+    @user_errors
+    def transcribe_audio(path: str | None, model_name: str, timestamps_: str, mode_: str, language_: str | None,
+                         task_: str, batch_: float, beams_: float, progress=gr.Progress()):
+        if not path:
+            raise InputError("No audio was given; drop, upload or record a file (wav, flac, mp3, ogg, m4a).")
+        check_model_allowed(TASK, model_name, settings)
+        size_mb = Path(path).stat().st_size / 2**20 if Path(path).is_file() else 0.0
+        if size_mb > settings.max_file_mb:
+            raise InputError(f"The file is {size_mb:.0f} MB; this server accepts up to {settings.max_file_mb:g} MB.")
+        # Decoding first: a bad file is refused before any model loads.
+        samples = decode_audio(path, RATE, settings.max_audio_seconds)
+        options = TranscribeOptions(
+            timestamps=timestamps_, mode=mode_, batch_size=min(int(batch_), max_batch), num_beams=int(beams_),
+            language=None if language_ in (None, "", AUTO_LANGUAGE) else language_, task=task_ or "transcribe")
+        pipe = registry.get(TASK, model_name)
+        if pipe.feature_extractor.sampling_rate != RATE:
+            samples = decode_audio(path, pipe.feature_extractor.sampling_rate, settings.max_audio_seconds)
+        started = time.perf_counter()
+        progress((0, None), desc="Transcribing")
+        result = transcribe(pipe, samples, options,
+                            progress=lambda done, total: progress((done, total), desc="Transcribing", unit="chunks"))
+        elapsed = time.perf_counter() - started
+        # Written inside Gradio's own cache, which serves them and deletes them with the rest of it.
+        folder = tempfile.mkdtemp(prefix="speech-", dir=files.GRADIO_CACHE)
+        paths = write_all(result, folder, _file_stem(path))
+        if result.note:
+            gr.Info(result.note)
+        return result.text, segments_json(result), [str(p) for p in paths], (result, elapsed)
+
+    def show(state):
+        if not state:
+            return "", [], gr.Dataframe(visible=False)
+        result, elapsed = state
+        rows = [[s.start, s.end, s.text] for s in result.segments]
+        word_rows = [[w.start, w.end, w.text] for w in result.words]
+        return summary(result, elapsed), rows, gr.Dataframe(value=word_rows, visible=bool(word_rows))
+
+    def language_visible(model_name: str):
+        return gr.Row(visible=offers_language(model_name or ""))
+
+    run.click(transcribe_audio, [audio, model, timestamps, mode, language, task, batch, beams],
+              [text, segments, files, result_state], api_name="transcribe").then(
+        show, result_state, [info, table, words], api_name="speech_show", api_visibility="private", queue=False)
+    model.change(language_visible, model, language_row, api_name="speech_language_options",
+                 api_visibility="private", queue=False)
 
 
 def demo(registry, settings) -> gr.Blocks:
-    return standalone(build, registry, settings, "speech")
+    return standalone(build, registry, settings, "Speech")

@@ -1,0 +1,107 @@
+"""Speech tab through gradio_client: the /transcribe API with defaults, options, and clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import srt
+from gradio_client import Client, handle_file
+
+from engine.registry import PipelineRegistry
+from engine.settings import Settings
+from tests.conftest import WHISPER_TINY_EN, free_port, needs_real_whisper, serving
+from tests.test_speech_synth import RATE, TALK_SENTENCES, needs_espeak, talk_wav
+from ui.app import build_app
+from ui.tabs import speech as speech_tab
+
+pytestmark = [pytest.mark.real_model, needs_real_whisper, needs_espeak]
+MAX_SECONDS = 60
+
+
+@pytest.fixture(scope="module")
+def app():
+    """The whole app, serving whisper-tiny.en, accepting at most a minute of audio."""
+    settings = Settings.from_env(env={}, device="cpu", port=free_port(), asr_model=str(WHISPER_TINY_EN),
+                                 max_audio_seconds=MAX_SECONDS)
+    registry = PipelineRegistry(settings)
+    with serving(build_app(settings, registry), settings) as url:
+        yield Client(url, verbose=False), registry
+
+
+@pytest.fixture(scope="module")
+def talk(tmp_path_factory):
+    return talk_wav(tmp_path_factory.mktemp("talk"))
+
+
+def test_predict_with_defaults_returns_text_segments_and_subtitle_files(app, talk):
+    client, _ = app
+    path, speech = talk
+    text, segments, files = client.predict(handle_file(str(path)), api_name="/transcribe")
+    assert all(word in text.lower() for word in ("doctor", "station", "bridge"))
+    assert len(segments) == len(TALK_SENTENCES)
+    assert all(set(s) == {"start", "end", "text"} for s in segments)
+    for seg, placed in zip(segments, speech.starts):
+        assert seg["start"] == pytest.approx(placed, abs=0.5) and seg["start"] < seg["end"] <= speech.duration
+    assert [p.rsplit("/", 1)[-1] for p in files] == ["talk.srt", "talk.vtt", "talk.txt", "talk.json"]
+    cues = list(srt.parse(open(files[0], encoding="utf-8").read()))
+    assert [c.content for c in cues] == [s["text"] for s in segments]
+    assert open(files[2], encoding="utf-8").read().strip() == text
+
+
+def test_word_times_and_modes_through_the_api(app, talk):
+    client, _ = app
+    path, speech = talk
+    text, segments, _ = client.predict(handle_file(str(path)), timestamps_="words", mode_="vad", batch_=2,
+                                       api_name="/transcribe")
+    assert "doctor" in text.lower()
+    words = [w for s in segments for w in s["words"]]
+    assert words[0]["text"] == "The" and words[0]["start"] == pytest.approx(speech.starts[0], abs=0.5)
+    assert all(s["start"] <= w["start"] <= w["end"] <= s["end"] for s in segments for w in s["words"])
+    text, segments, _ = client.predict(handle_file(str(path)), timestamps_="none", mode_="chunked",
+                                       api_name="/transcribe")
+    assert "station" in text.lower() and segments == []
+
+
+def write(path, audio, rate=RATE):
+    sf.write(str(path), audio, rate, subtype="PCM_16")
+    return handle_file(str(path))
+
+
+def test_silence_is_an_empty_transcript_not_an_error(app, tmp_path):
+    client, _ = app
+    text, segments, files = client.predict(write(tmp_path / "quiet.wav", np.zeros(5 * RATE, np.float32)),
+                                           api_name="/transcribe")
+    assert text == "" and segments == [] and len(files) == 4
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: None, "No audio was given; drop, upload or record a file"),
+    (lambda d: (d / "notes.wav").write_text("not audio at all\n" * 50) and handle_file(str(d / "notes.wav")),
+     "could not be decoded as audio; accepted: wav, flac, mp3, ogg, m4a"),
+    (lambda d: write(d / "empty.wav", np.zeros(0, np.float32)), "holds no samples"),
+    (lambda d: write(d / "long.wav", np.zeros((MAX_SECONDS + 5) * RATE, np.float32)),
+     r"lasts 1:05, longer than this server accepts \(1:00\)"),
+])
+def test_bad_input_gets_a_clear_message(app, tmp_path, make, message):
+    client, registry = app
+    with pytest.raises(Exception, match=message):
+        client.predict(make(tmp_path), api_name="/transcribe")
+
+
+def test_a_model_outside_the_list_is_refused_before_loading(app, talk):
+    client, registry = app
+    before = registry.loads
+    with pytest.raises(Exception, match="(is not offered here|is not in the list of choices)"):
+        client.predict(handle_file(str(talk[0])), model_name="/etc", api_name="/transcribe")
+    assert registry.loads == before
+
+
+def test_language_options_show_only_for_multilingual_models(make_settings, tiny_model):
+    settings = make_settings(asr_model=str(tiny_model("whisper")))
+    demo = speech_tab.demo(PipelineRegistry(settings), settings)
+    row = next(b for b in demo.blocks.values() if b.elem_id == "speech-language-row")
+    assert row.visible
+    settings = make_settings(asr_model=str(WHISPER_TINY_EN))
+    demo = speech_tab.demo(PipelineRegistry(settings), settings)
+    assert not next(b for b in demo.blocks.values() if b.elem_id == "speech-language-row").visible
