@@ -103,7 +103,8 @@ def _classify_batch(pipe: Any, items: list[tuple[Image.Image, int]]) -> list[lis
     return [predictions[:k] for predictions, (_, k) in zip(ranked, items)]
 
 
-def classify_with(batcher: MicroBatcher, pipe: Any, images: Sequence[Image.Image], top_k: int) -> list[list[Prediction]]:
+def classify_with(batcher: MicroBatcher, pipe: Any, images: Sequence[Image.Image],
+                  top_k: int) -> list[list[Prediction]]:
     """classify_images through the batcher, so images from users pressing at once share a batch."""
     if top_k < 1:
         raise InputError(f"top_k must be at least 1, not {top_k}.")

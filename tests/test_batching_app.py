@@ -18,7 +18,8 @@ def test_concurrent_clients_are_batched_and_answered_in_order(make_settings, ser
     settings = make_settings(image_model=str(tiny_model("vit_classifier")), zero_shot_model=str(tiny_model("bert_nli")),
                              batch_wait_ms=300.0)
     pipes = {}
-    registry = PipelineRegistry(settings, loader=lambda key: pipes.setdefault(key.task, CountingPipe(load_pipeline(key))))
+    registry = PipelineRegistry(settings,
+                                loader=lambda key: pipes.setdefault(key.task, CountingPipe(load_pipeline(key))))
     with gr.Blocks() as demo:
         image.build(registry, settings)
         zero_shot.build(registry, settings)

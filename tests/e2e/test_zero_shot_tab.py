@@ -65,7 +65,8 @@ def test_typed_text_and_labels_show_scores(zs_app, page):
     assert heading.inner_text().strip() == want.labels[0]
     rows = page.locator("#zs-label .confidence-set")
     assert rows.count() == len(LABELS)
-    shown = {rows.nth(i).locator(".text").first.inner_text().strip(): rows.nth(i).inner_text() for i in range(len(LABELS))}
+    shown = {rows.nth(i).locator(".text").first.inner_text().strip(): rows.nth(i).inner_text()
+             for i in range(len(LABELS))}
     assert set(shown) == set(LABELS)
     for label, score in zip(want.labels, want.scores):
         assert f"{round(score * 100)}%" in shown[label]

@@ -97,8 +97,8 @@ def build(registry, settings) -> None:
             files = gr.File(file_count="multiple", file_types=["image"], type="filepath",
                             label=f"Images (up to {settings.max_images})", elem_id="image-files")
             run_many = gr.Button("Classify all", variant="primary", elem_id="image-run-many")
-            gallery = gr.Gallery(label="Images as the model saw them", columns=6, fit_columns=False, height=260, object_fit="contain",
-                                 elem_id="image-gallery")
+            gallery = gr.Gallery(label="Images as the model saw them", columns=6, fit_columns=False, height=260,
+                                 object_fit="contain", elem_id="image-gallery")
             table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["str", "str", "number", "str"],
                                  interactive=False, wrap=True, elem_id="image-table", label="Results")
 

@@ -100,7 +100,8 @@ def build(registry, settings) -> None:
                     gr.Examples([[EXAMPLE_TEXT, EXAMPLE_LABELS, False, DEFAULT_TEMPLATE],
                                  [EXAMPLE_TEXT, EXAMPLE_LABELS, True, "This message is about {}."]],
                                 inputs=[text, labels, multi_label, template], api_name="zero_shot_example",
-                                example_labels=["Support ticket: one label", "Support ticket: several labels may be true"],
+                                example_labels=["Support ticket: one label",
+                                                "Support ticket: several labels may be true"],
                                 elem_id="zs-examples")
                 with gr.Column():
                     label = gr.Label(num_top_classes=settings.max_labels, label="Scores", elem_id="zs-label")
