@@ -112,44 +112,96 @@ def _read_ffmpeg(source: str | Path | bytes, sampling_rate: int, max_seconds: fl
 
 
 class SileroVad:
-    """silero-vad loaded once; a lock because the model keeps state between windows."""
+    """silero-vad loaded once.
 
-    def __init__(self) -> None:
+    With onnxruntime installed it runs silero's block-wise ("sequence") ONNX model: the same
+    speech probabilities as the per-frame TorchScript model, a few calls instead of one per
+    32 ms, and long audio split into parts on threads. Without it, the TorchScript model.
+    """
+
+    FRAME = 512  # samples per VAD frame at 16 kHz
+    PART_S = 60.0  # audio longer than this is split into parts run on threads
+    WARM_FRAMES = 64  # frames (2 s) each part runs before its first kept one, to settle the LSTM state
+
+    def __init__(self, threads: int | None = None, sequence: bool | None = None) -> None:
+        import os
+
         import torch
 
-        threads = torch.get_num_threads()
+        torch_threads = torch.get_num_threads()
         # Importing silero_vad calls torch.set_num_threads(1); undo that for this thread's later work.
         from silero_vad import get_speech_timestamps, load_silero_vad
+        from silero_vad.utils_vad import get_speech_timestamps_from_probs
 
-        torch.set_num_threads(threads)
-        self._model = load_silero_vad()
+        torch.set_num_threads(torch_threads)
+        self.threads = max(1, threads or min(8, os.cpu_count() or 1))
+        self._sequence = None
+        if sequence is not False:
+            try:
+                self._sequence = load_silero_vad(sequence=True)
+            except ImportError:
+                if sequence:
+                    raise
+        self._model = None if self._sequence else load_silero_vad()
         self._find = get_speech_timestamps
+        self._from_probs = get_speech_timestamps_from_probs
         self._lock = threading.Lock()
+
+    @property
+    def kind(self) -> str:
+        return "onnx-sequence" if self._sequence else "torchscript"
 
     def speech(self, audio: np.ndarray, sampling_rate: int, max_speech_s: float,
                min_silence_ms: int = 300, pad_ms: int = 100) -> list[tuple[int, int]]:
         """Speech regions as sample ranges; regions longer than max_speech_s are split at pauses."""
-        import torch
-
         audio16, step = audio, 1
         if sampling_rate != 16000:
             import librosa
 
             audio16 = librosa.resample(audio, orig_sr=sampling_rate, target_sr=16000)
             step = sampling_rate / 16000
+        audio16 = np.ascontiguousarray(audio16, dtype=np.float32)
+        params = dict(sampling_rate=16000, max_speech_duration_s=max_speech_s,
+                      min_silence_duration_ms=min_silence_ms, speech_pad_ms=pad_ms)
+        if self._sequence:
+            found = self._from_probs(self.probabilities(audio16).tolist(),
+                                     audio_length_samples=audio16.shape[0], **params)
+        else:
+            found = self._torchscript(audio16, params)
+        n = audio.shape[0]
+        return [(min(n, int(r["start"] * step)), min(n, int(r["end"] * step))) for r in found]
+
+    def probabilities(self, audio16: np.ndarray) -> np.ndarray:
+        """Per-frame speech probabilities; long audio in parts on threads, each warmed on what precedes it."""
+        frames = -(-audio16.shape[0] // self.FRAME)
+        parts = min(self.threads, max(1, int(audio16.shape[0] / 16000 // self.PART_S)))
+        if parts == 1:
+            return self._sequence.audio_forward(audio16, 16000)
+        bounds = np.linspace(0, frames, parts + 1).astype(int)
+
+        def part(i: int) -> np.ndarray:
+            first, stop = bounds[i], bounds[i + 1]
+            warm = min(first, self.WARM_FRAMES)
+            piece = audio16[(first - warm) * self.FRAME: stop * self.FRAME]
+            return self._sequence.audio_forward(np.ascontiguousarray(piece), 16000)[warm:]
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=parts) as pool:
+            return np.concatenate(list(pool.map(part, range(parts))))
+
+    def _torchscript(self, audio16: np.ndarray, params: dict) -> list[dict]:
+        import torch
+
         threads = torch.get_num_threads()
         # The small stateful VAD runs about 5x faster on one thread (silero's own advice);
         # with torch's OpenMP backend this setting is per thread, so other requests keep theirs.
         torch.set_num_threads(1)
         try:
-            with self._lock, torch.inference_mode():
-                found = self._find(torch.from_numpy(np.ascontiguousarray(audio16)), self._model,
-                                   sampling_rate=16000, max_speech_duration_s=max_speech_s,
-                                   min_silence_duration_ms=min_silence_ms, speech_pad_ms=pad_ms)
+            with self._lock, torch.inference_mode():  # the TorchScript model keeps state between windows
+                return self._find(torch.from_numpy(audio16), self._model, **params)
         finally:
             torch.set_num_threads(threads)
-        n = audio.shape[0]
-        return [(min(n, int(r["start"] * step)), min(n, int(r["end"] * step))) for r in found]
 
 
 @functools.lru_cache(maxsize=1)

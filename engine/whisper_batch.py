@@ -448,7 +448,9 @@ def _to_output(tokenizer, ids: list[int], plan: _Plan, timestamps: bool, time_pr
 def _pipeline_path(pipe, chunks, batch_size, return_timestamps, generate_kwargs, progress) -> list[dict]:
     """The plain pipeline, batch by batch, for what the fast path does not cover."""
     rate = pipe.feature_extractor.sampling_rate
-    kwargs: dict[str, Any] = {"batch_size": batch_size, "generate_kwargs": generate_kwargs}
+    kwargs: dict[str, Any] = {"batch_size": batch_size}
+    if generate_kwargs:  # CTC pipelines take none
+        kwargs["generate_kwargs"] = generate_kwargs
     if return_timestamps:
         kwargs["return_timestamps"] = return_timestamps
     out: list[dict] = []

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.audio import decode_audio, pack_regions, speech_chunks, speech_regions
+from engine.audio import SileroVad, decode_audio, pack_regions, speech_chunks, speech_regions
 from engine.errors import InputError
 from tests.test_speech_synth import RATE, SENTENCES, make_speech, needs_espeak
 
@@ -136,6 +136,22 @@ def test_vad_chunks_on_speech_with_known_pauses():
     assert len(regions) == 6
     for (a, _), start in zip(regions, speech.starts):
         assert abs(a / RATE - start) < 0.2
+
+
+@needs_espeak
+def test_onnx_sequence_vad_finds_what_the_torchscript_vad_finds_also_in_parts_on_threads():
+    speech = make_speech(SENTENCES[:8], pauses=[1.5, 2.5], lead=0.8)
+    audio = np.tile(speech.audio, 4)  # about 2.5 minutes: long enough to be split into parts
+    reference = SileroVad(sequence=False)
+    assert reference.kind == "torchscript"
+    expected = reference.speech(audio, RATE, max_speech_s=29.0)
+    one, parts = SileroVad(threads=1, sequence=True), SileroVad(threads=2, sequence=True)
+    assert one.kind == "onnx-sequence"
+    assert one.speech(audio, RATE, max_speech_s=29.0) == expected  # the same probabilities, frame for frame
+    found = parts.speech(audio, RATE, max_speech_s=29.0)
+    assert len(found) == len(expected) == 4 * 8
+    frame = SileroVad.FRAME  # a part's first frames follow a 2 s warm-up, not the whole history
+    assert all(abs(a - b) <= frame for f, e in zip(found, expected) for a, b in zip(f, e))
 
 
 def test_silence_and_noise_free_audio_has_no_chunks():
