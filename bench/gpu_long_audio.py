@@ -13,12 +13,12 @@ Smoke run on a CPU (tiny model, tiny audio): python bench/gpu_long_audio.py --sm
 from __future__ import annotations
 
 import argparse
+import os
 import difflib
 import json
 import platform
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -57,30 +57,6 @@ def build_pipeline(assets: Path, shape: dict, device: str, dtype: torch.dtype):
     fe = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
     return pipeline("automatic-speech-recognition", model=model, tokenizer=tokenizer, feature_extractor=fe,
                     device=device, dtype=dtype)
-
-
-class SequenceVad:
-    """silero-vad's block-wise ONNX model (same per-frame probabilities, a few calls instead of one per 32 ms)."""
-
-    def __init__(self, parts: int = 1):
-        from silero_vad import load_silero_vad
-
-        self.model = load_silero_vad(sequence=True)
-        self.parts = parts
-
-    def speech(self, audio, sampling_rate, max_speech_s, min_silence_ms=300, pad_ms=100):
-        from silero_vad.utils_vad import get_speech_timestamps_from_probs
-
-        frame = 512
-        frames = -(-audio.shape[0] // frame)
-        cuts = (np.linspace(0, frames, self.parts + 1).astype(int) * frame).tolist()
-        pieces = [audio[a:b] for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
-        with ThreadPoolExecutor(max_workers=len(pieces)) as pool:
-            probs = list(pool.map(lambda a: self.model.audio_forward(np.ascontiguousarray(a), 16000), pieces))
-        found = get_speech_timestamps_from_probs(
-            np.concatenate(probs).tolist(), sampling_rate=16000, max_speech_duration_s=max_speech_s,
-            min_silence_duration_ms=min_silence_ms, speech_pad_ms=pad_ms, audio_length_samples=audio.shape[0])
-        return [(r["start"], r["end"]) for r in found]
 
 
 class Bench:
@@ -137,6 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     transformers.logging.set_verbosity_error()
     from engine import speech
+    from engine.audio import SileroVad, silero_vad
     from engine.speech import TranscribeOptions, speech_chunks, transcribe
     from engine.whisper_batch import DecodeOptions, transcribe_chunks
 
@@ -169,14 +146,6 @@ def main(argv: list[str] | None = None) -> dict:
     def app(mode, batch, a=audio):
         return transcribe(pipe, a, TranscribeOptions(mode=mode, batch_size=batch, generate_kwargs=gk))
 
-    def fast_run_chunks(batch, options=DecodeOptions()):
-        def run(pipe_, chunks, call, batch_size, progress):
-            return transcribe_chunks(pipe_, chunks, batch_size=batch or batch_size,
-                                     return_timestamps=call.get("return_timestamps", False),
-                                     generate_kwargs=call.get("generate_kwargs"), progress=progress,
-                                     options=options)
-        return run
-
     def with_patch(fn, **patches):
         saved = {k: getattr(speech, k) for k in patches}
         for k, v in patches.items():
@@ -187,92 +156,80 @@ def main(argv: list[str] | None = None) -> dict:
             for k, v in saved.items():
                 setattr(speech, k, v)
 
-    # Warm-up (cuBLAS handles, kernels, silero load) on one minute; not recorded.
+    def pipeline_run_chunks(pipe_, chunks_, call, batch_size, progress):  # the app before whisper_batch
+        from engine.whisper_batch import _pipeline_path
+
+        return _pipeline_path(pipe_, chunks_, batch_size, call.get("return_timestamps", False),
+                              call.get("generate_kwargs"), progress)
+
+    # Warm-up (cuBLAS handles, kernels, VAD sessions) on one minute; not recorded.
     warm = audio[: 60 * RATE]
     raw(warm, PEER_BATCH)
-    speech_chunks(warm, RATE)
-    transcribe_chunks(pipe, [warm[: 30 * RATE]] * 2, batch_size=2, return_timestamps=True, generate_kwargs=gk)
+    app("vad", PEER_BATCH, warm)
     bench.sync()
-
-    # 1. VAD alone: the app's silero (one frame per call), then the block-wise ONNX model.
-    ranges = bench.measure("vad_silero_app", "engine.audio.speech_chunks (silero jit, 1 thread)",
-                           lambda: speech_chunks(audio, RATE))
+    vad = silero_vad()
+    ranges = speech_chunks(audio, RATE)
     chunks = [audio[s:e] for s, e in ranges]
     speech_s = sum(e - s for s, e in ranges) / RATE
-    vad_rows = {}
-    for parts in (1, 8):
-        try:
-            vad = SequenceVad(parts)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime missing: the lever is reported as not run
-            print(f"sequence VAD not available: {exc}")
-            break
-        found = bench.measure(f"vad_silero_sequence_x{parts}",
-                              f"silero sequence ONNX, audio in {parts} part(s) on threads",
-                              lambda: speech_chunks(audio, RATE, vad=vad))
-        vad_rows[parts] = found
-        bench.rows[-1]["same_chunks_as_app"] = found == ranges
+    common = dict(vad_chunks=len(chunks), pipeline_windows=_window_count(audio_s))
 
-    # 2. Raw transformers pipeline, the peer's settings (chunk_length_s=30, batch 24, greedy, timestamps).
-    raw_out = bench.measure("raw_pipeline_chunked_b24", "pipeline(chunk_length_s=30, batch_size=24)",
-                            lambda: raw(audio, PEER_BATCH), chunks=_window_count(audio_s), batch_size=PEER_BATCH)
+    # 1. The app as it ships (engine.speech.transcribe, what the Speech tab calls) vs the peer's pipeline.
+    app_vad = bench.measure("app_vad_b24", f"transcribe(mode='vad', batch_size=24): {vad.kind} VAD on "
+                            f"{vad.threads} threads + whisper_batch", lambda: app("vad", PEER_BATCH),
+                            batch_size=PEER_BATCH, **common)
+    bench.measure("raw_pipeline_chunked_b24", "pipeline(chunk_length_s=30, batch_size=24)",
+                  lambda: raw(audio, PEER_BATCH), batch_size=PEER_BATCH, **common)
+    bench.measure("app_chunked_b24", "transcribe(mode='chunked', batch_size=24)", lambda: app("chunked", PEER_BATCH),
+                  batch_size=PEER_BATCH)
+    fast_all = bench.measure("app_vad_all", "transcribe(mode='vad'), all chunks in one batch",
+                             lambda: app("vad", len(chunks)), batch_size=len(chunks))
     b1 = audio[: int(b1_minutes * 60 * RATE)]
     bench.measure("raw_pipeline_chunked_b1", f"pipeline(chunk_length_s=30, batch_size=1) on the first "
                   f"{b1_minutes:g} min", lambda: raw(b1, 1), audio_s=b1.size / RATE, batch_size=1)
 
-    # 3. The app's modes through engine.speech.transcribe as it is.
-    bench.measure("app_chunked_b24", "transcribe(mode='chunked', batch_size=24)", lambda: app("chunked", PEER_BATCH),
-                  batch_size=PEER_BATCH)
-    app_vad = bench.measure("app_vad_b24", "transcribe(mode='vad', batch_size=24): VAD + pipeline per batch",
-                            lambda: app("vad", PEER_BATCH), chunks=len(chunks), speech_s=round(speech_s, 1),
-                            batch_size=PEER_BATCH)
+    # 2. Levers, one by one.
+    pipe_vad = bench.measure("app_vad_pipeline_b24", "transcribe(mode='vad') with the pipeline per batch "
+                             "instead of whisper_batch", lambda: with_patch(lambda: app("vad", PEER_BATCH),
+                                                                            _run_chunks=pipeline_run_chunks),
+                             batch_size=PEER_BATCH)
+    for name, what, v in (("vad_torchscript", "VAD alone: silero TorchScript, one frame per call",
+                           SileroVad(sequence=False)),
+                          ("vad_onnx_1thread", "VAD alone: silero sequence ONNX, one thread", SileroVad(threads=1)),
+                          ("vad_onnx_threads", f"VAD alone: as the app, {vad.threads} threads", vad)):
+        found = bench.measure(name, what, lambda: speech_chunks(audio, RATE, vad=v))
+        if found is not None:
+            bench.rows[-1]["same_chunks_as_app"] = found == ranges
 
-    # 4. The app's vad mode with engine.whisper_batch wired into _run_chunks (as the lead will).
-    fast_b24 = bench.measure("app_vad_fast_b24", "transcribe(mode='vad') + whisper_batch, batch 24",
-                             lambda: with_patch(lambda: app("vad", PEER_BATCH),
-                                                _run_chunks=fast_run_chunks(PEER_BATCH)),
-                             chunks=len(chunks), batch_size=PEER_BATCH)
-    bench.measure("app_vad_fast_all", "transcribe(mode='vad') + whisper_batch, all chunks in one batch",
-                  lambda: with_patch(lambda: app("vad", PEER_BATCH), _run_chunks=fast_run_chunks(len(chunks))),
-                  chunks=len(chunks), batch_size=len(chunks))
-    if 8 in vad_rows:
-        seq = SequenceVad(8)
-        bench.measure("app_vad_fast_all_seqvad", "as above, VAD by the sequence ONNX model on 8 threads",
-                      lambda: with_patch(lambda: app("vad", PEER_BATCH), _run_chunks=fast_run_chunks(len(chunks)),
-                                         speech_chunks=lambda a, r, max_chunk_s=30.0: speech_chunks(
-                                             a, r, max_chunk_s=max_chunk_s, vad=seq)),
-                      chunks=len(chunks), batch_size=len(chunks))
-
-    # 5. Levers, one by one, on the VAD chunks alone (ASR time only).
     def asr(batch, **opts):
         return lambda: transcribe_chunks(pipe, chunks, batch_size=batch, return_timestamps=True,
                                          generate_kwargs=gk, options=DecodeOptions(**opts))
 
-    asr_s = speech_s
-    bench.measure("asr_pipeline_b24", "_run_chunks as is: pipeline on the VAD chunks, batch 24",
-                  lambda: speech._run_chunks(pipe, chunks, {"return_timestamps": True, "generate_kwargs": gk},
-                                             PEER_BATCH, None), chunks=len(chunks), batch_size=PEER_BATCH)
-    bench.measure("asr_fast_nograph_b24", "whisper_batch, static cache, no CUDA graph, batch 24",
-                  asr(PEER_BATCH, cuda_graph=False), chunks=len(chunks), batch_size=PEER_BATCH)
-    bench.measure("asr_fast_graph_b24", "+ CUDA graph per decoder step", asr(PEER_BATCH), batch_size=PEER_BATCH)
-    fast_all = bench.measure("asr_fast_graph_all", "+ all chunks in one batch", asr(len(chunks)),
-                             batch_size=len(chunks))
-    bench.measure("asr_fast_graph_all_eager_attn", "attention as softmax(q k^T) v instead of sdpa",
+    bench.measure("asr_pipeline_b24", "ASR only: pipeline on the VAD chunks, batch 24",
+                  lambda: pipeline_run_chunks(pipe, chunks, {"return_timestamps": True, "generate_kwargs": gk},
+                                              PEER_BATCH, None), batch_size=PEER_BATCH)
+    bench.measure("asr_fast_nograph_b24", "ASR only: whisper_batch, static cache, no CUDA graph, batch 24",
+                  asr(PEER_BATCH, cuda_graph=False), batch_size=PEER_BATCH)
+    bench.measure("asr_fast_graph_b24", "ASR only: + CUDA graph per decoder step", asr(PEER_BATCH),
+                  batch_size=PEER_BATCH)
+    bench.measure("asr_fast_graph_all", "ASR only: + all chunks in one batch", asr(len(chunks)),
+                  batch_size=len(chunks))
+    bench.measure("asr_fast_graph_all_eager_attn", "ASR only: attention as softmax(q k^T) v instead of sdpa",
                   asr(len(chunks), attention="eager"), batch_size=len(chunks))
-    bench.measure("asr_fast_graph_all_cpu_features", "log-mel on the CPU instead of the GPU",
+    bench.measure("asr_fast_graph_all_cpu_features", "ASR only: log-mel on the CPU instead of the GPU",
                   asr(len(chunks), features_on_device=False), batch_size=len(chunks))
     try:
         breakdown = _breakdown(pipe, chunks, gk, bench) if bench.cuda else {}
     except Exception as exc:  # noqa: BLE001
         breakdown = {"error": repr(exc)[:300]}
     pipe.model.to(torch.bfloat16)
-    bench.measure("asr_fast_graph_all_bf16", "bf16 weights instead of fp16", asr(len(chunks)),
+    bench.measure("asr_fast_graph_all_bf16", "ASR only: bf16 weights instead of fp16", asr(len(chunks)),
                   batch_size=len(chunks))
     for row in bench.rows:
-        if row["name"].startswith("asr_"):
-            row["note"] = "ASR only, on the VAD chunks; audio-min/s counts the whole recording"
+        if row["name"].startswith(("asr_", "vad_")):
+            row["note"] = "one stage alone; audio-min/s counts the whole recording"
 
-    fast_text = " ".join(o["text"].strip() for o in fast_all or [])
-    ref_text = app_vad.text if app_vad else ""
+    fast_text = app_vad.text if app_vad else ""
+    ref_text = pipe_vad.text if pipe_vad else ""
     result = {
         "what": "30 min espeak speech (tiled), random-weight whisper-large-v3 shape, every chunk "
                 f"{tokens} new tokens, return_timestamps=True, greedy",
@@ -281,15 +238,15 @@ def main(argv: list[str] | None = None) -> dict:
         "dtype": str(dtype).removeprefix("torch."), "attn_implementation": pipe.model.config._attn_implementation,
         "model_build_s": round(build_s, 1), "audio_s": round(audio_s, 1), "clip_s": round(clip.size / RATE, 1),
         "vad_chunks": len(chunks), "vad_speech_s": round(speech_s, 1), "pipeline_windows": _window_count(audio_s),
+        "vad": vad.kind, "vad_threads": vad.threads, "cpus": os.cpu_count(),
         "tokens_per_chunk": tokens,
-        "agreement": {"fast_vs_pipeline_text_similarity": similarity(fast_text, ref_text),
-                      "fast_b24_vs_pipeline_similarity": similarity(fast_b24.text if fast_b24 else "", ref_text),
+        "agreement": {"whisper_batch_vs_pipeline_text_similarity": similarity(fast_text, ref_text),
+                      "all_vs_b24_text_similarity": similarity(fast_all.text if fast_all else "", fast_text),
                       "note": "random weights in fp16 put many logits within rounding of each other, so "
                               "different kernels pick different tokens; exact agreement is tested on CPU "
                               "with the real whisper-tiny.en (tests/test_whisper_batch.py)"},
         "breakdown_all_chunks_s": breakdown,
         "rows": bench.rows,
-        "asr_only_audio_s": round(asr_s, 1),
     }
     out.write_text(json.dumps(result, indent=2) + "\n")
     print("\n" + "\n".join(f"{r['name']:34s} {r.get('wall_s', 'FAILED')!s:>8} s "

@@ -90,7 +90,7 @@ def test_plot_draws_every_device_from_the_jsons(tmp_path):
     (tmp_path / "long_audio_cpu.json").write_text(json.dumps({"rows": [
         {"name": "app vad (default)", "audio_min_per_s": 0.9}, {"name": "raw pipeline b24", "audio_min_per_s": 0.5}]}))
     (tmp_path / "gpu_long_audio.json").write_text(json.dumps({"device": "H100", "rows": [
-        {"name": "app_vad_fast_all", "audio_min_per_s": 12.0}, {"name": "raw_pipeline_chunked_b24",
+        {"name": "app_vad_all", "audio_min_per_s": 12.0}, {"name": "raw_pipeline_chunked_b24",
                                                                 "audio_min_per_s": 1.7}]}))
     rows = run_all.plot_rows(tmp_path)
     assert {d for _, d, _ in rows} == {"CPU (2 cores), whisper-tiny.en", "H100, large-v3 shape"}
