@@ -13,7 +13,6 @@ against the script's text after Whisper's English normalisation.
 from __future__ import annotations
 
 import argparse
-import inspect
 import sys
 import time
 from pathlib import Path
@@ -33,15 +32,12 @@ def wer(reference: str, hypothesis: str) -> float:
     return jiwer.wer(norm(reference), norm(hypothesis) or "<empty>")
 
 
-def fast_run_chunks():
-    """engine.speech._run_chunks with engine.whisper_batch, the way the lead wires it for Whisper."""
-    from engine.whisper_batch import transcribe_chunks
+def pipeline_run_chunks(pipe, chunks, call, batch_size, progress):
+    """engine.speech._run_chunks as it was before whisper_batch: the pipeline, batch by batch."""
+    from engine.whisper_batch import _pipeline_path
 
-    def run(pipe, chunks, call, batch_size, progress):
-        return transcribe_chunks(pipe, chunks, batch_size=batch_size,
-                                 return_timestamps=call.get("return_timestamps", False),
-                                 generate_kwargs=call.get("generate_kwargs"), progress=progress)
-    return run
+    return _pipeline_path(pipe, chunks, batch_size, call.get("return_timestamps", False),
+                          call.get("generate_kwargs"), progress)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -63,9 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     audio, text = recording(args.seconds, seed=0)
     duration = audio.size / RATE
     pipe = PipelineRegistry(Settings.from_env(env={}, device="cpu", offline=True)).get(TASK, args.model)
-    wired = "whisper_batch" in inspect.getsource(speech._run_chunks)
-    print(f"{duration / 60:.1f} min of speech, {len(text.split())} words; _run_chunks uses whisper_batch: "
-          f"{wired}", flush=True)
+    print(f"{duration / 60:.1f} min of speech, {len(text.split())} words", flush=True)
     pipe(audio[: 5 * RATE].copy(), generate_kwargs={"num_beams": 1})  # warm-up, not timed
 
     def app(mode):
@@ -75,10 +69,10 @@ def main(argv: list[str] | None = None) -> dict:
         return lambda: pipe(audio.copy(), chunk_length_s=30, batch_size=batch, return_timestamps=True,
                             generate_kwargs={"num_beams": 1})["text"]
 
-    def patched(fn):
+    def without_whisper_batch(fn):
         def run():
             saved = speech._run_chunks
-            speech._run_chunks = fast_run_chunks()
+            speech._run_chunks = pipeline_run_chunks
             try:
                 return fn()
             finally:
@@ -87,11 +81,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     runs = [("app sequential", "transcribe(mode='sequential')", app("sequential")),
             ("app chunked", "transcribe(mode='chunked', batch_size=8)", app("chunked")),
-            ("app vad (default)", "transcribe(mode='auto' -> vad, batch_size=8)"
-             + (" with whisper_batch" if wired else ": VAD + pipeline batches"), app("auto"))]
-    if not wired:
-        runs.append(("app vad + whisper_batch", "transcribe(mode='auto') with whisper_batch in _run_chunks "
-                     "(the wiring proposed in engine/whisper_batch.py)", patched(app("auto"))))
+            ("app vad (default)", "transcribe(mode='auto' -> vad, batch_size=8): VAD + whisper_batch", app("auto")),
+            ("app vad, pipeline batches", "the same with the pipeline per batch instead of whisper_batch (lever)",
+             without_whisper_batch(app("auto")))]
     runs += [(f"raw pipeline b{b}", f"pipeline(chunk_length_s=30, batch_size={b}, return_timestamps=True, greedy)",
               raw(int(b))) for b in args.raw_batches.split(",")]
     rows = []
@@ -105,12 +97,12 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name:26s} {wall:7.1f} s  RTF {wall / duration:.3f}  WER {rows[-1]['wer']:.3f}", flush=True)
 
     by = {r["name"]: r for r in rows}
-    default = by["app vad + whisper_batch"] if "app vad + whisper_batch" in by else by["app vad (default)"]
+    default = by["app vad (default)"]
     fastest_raw = min((r for r in rows if r["name"].startswith("raw")), key=lambda r: r["wall_s"])
     result = {
         "what": f"{duration / 60:.1f} min espeak-ng recording ({len(text.split())} words, pauses 0.4-1.5 s) "
                 f"with whisper-tiny.en on CPU, float32, greedy",
-        "audio_s": round(duration, 1), "model": Path(args.model).name, "run_chunks_uses_whisper_batch": wired,
+        "audio_s": round(duration, 1), "model": Path(args.model).name,
         "rows": rows,
         "targets": {
             "default_vs_fastest_raw": {"default": default["name"], "default_wall_s": default["wall_s"],
