@@ -20,7 +20,7 @@ SILENCE_PEAK = 1e-4
 
 
 def decode_audio(source: str | Path | bytes, sampling_rate: int = 16000,
-                 max_seconds: float | None = None) -> np.ndarray:
+                 max_seconds: float | None = None, min_seconds: float | None = None) -> np.ndarray:
     """Decode a file (path or bytes) to mono float32 at `sampling_rate`; InputError if unusable."""
     if source is None or (isinstance(source, (str, Path)) and not str(source)):
         raise InputError(f"No audio was given; upload or record a file ({ACCEPTED}).")
@@ -38,6 +38,10 @@ def decode_audio(source: str | Path | bytes, sampling_rate: int = 16000,
     duration = audio.shape[0] / rate
     if max_seconds is not None and duration > max_seconds:
         raise _too_long(name, duration, max_seconds)
+    if min_seconds is not None and duration < min_seconds:
+        longest = f" and at most {_clock(max_seconds)}" if max_seconds is not None else ""
+        raise InputError(f"{name} lasts only {duration:.2f} s, too short to transcribe; recordings of at least "
+                         f"{min_seconds:g} s{longest} are accepted.")
     if audio.ndim > 1:
         audio = audio.mean(axis=1)
     audio = np.nan_to_num(audio.astype(np.float32, copy=False), nan=0.0, posinf=1.0, neginf=-1.0)

@@ -46,6 +46,7 @@ class Settings:
     # Limits: named here so handlers never hold magic numbers.
     max_file_mb: float = field(default=200.0, metadata={"help": "largest upload in MB"})
     max_audio_seconds: float = field(default=4 * 3600.0, metadata={"help": "longest audio accepted, in seconds"})
+    min_audio_seconds: float = field(default=0.25, metadata={"help": "shortest audio accepted, in seconds (a shorter clip holds no word, and CTC models cannot read it)"})
     max_pdf_pages: int = field(default=50, metadata={"help": "most PDF/TIFF pages read"})
     max_image_pixels: int = field(default=40_000_000, metadata={"help": "largest image, in pixels"})
     max_images: int = field(default=16, metadata={"help": "most images classified at once"})

@@ -104,13 +104,14 @@ def build(registry, settings) -> None:
         if size_mb > settings.max_file_mb:
             raise InputError(f"The file is {size_mb:.0f} MB; this server accepts up to {settings.max_file_mb:g} MB.")
         # Decoding first: a bad file is refused before any model loads.
-        samples = decode_audio(path, RATE, settings.max_audio_seconds)
+        samples = decode_audio(path, RATE, settings.max_audio_seconds, settings.min_audio_seconds)
         options = TranscribeOptions(
             timestamps=timestamps_, mode=mode_, batch_size=min(int(batch_), max_batch), num_beams=int(beams_),
             language=None if language_ in (None, "", AUTO_LANGUAGE) else language_, task=task_ or "transcribe")
         pipe = registry.get(TASK, model_name)
         if pipe.feature_extractor.sampling_rate != RATE:
-            samples = decode_audio(path, pipe.feature_extractor.sampling_rate, settings.max_audio_seconds)
+            samples = decode_audio(path, pipe.feature_extractor.sampling_rate, settings.max_audio_seconds,
+                                   settings.min_audio_seconds)
         started = time.perf_counter()
         progress((0, None), desc="Transcribing")
         result = transcribe(pipe, samples, options,
