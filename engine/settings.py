@@ -51,6 +51,7 @@ class Settings:
     max_image_pixels: int = field(default=40_000_000, metadata={"help": "largest image, in pixels"})
     max_images: int = field(default=16, metadata={"help": "most images classified at once"})
     max_labels: int = field(default=50, metadata={"help": "most zero-shot labels"})
+    max_label_chars: int = field(default=200, metadata={"help": "longest zero-shot label, and longest hypothesis template, in characters (the hypothesis must fit the model's window beside the text)"})
     max_text_chars: int = field(default=10_000, metadata={"help": "longest text accepted, in characters"})
     max_texts: int = field(default=200, metadata={"help": "most texts classified at once"})
     max_question_chars: int = field(default=500, metadata={"help": "longest document question, in characters"})

@@ -28,7 +28,7 @@ class ZeroShotResult:
         return self.scores[self.labels.index(label)]
 
 
-def parse_labels(text: str | None, max_labels: int) -> tuple[str, ...]:
+def parse_labels(text: str | None, max_labels: int, max_chars: int | None = None) -> tuple[str, ...]:
     """Labels separated by commas or newlines: trimmed, empties dropped, repeats (any case) dropped."""
     seen: dict[str, str] = {}
     for raw in re.split(r"[,\n\r]", text or ""):
@@ -42,13 +42,20 @@ def parse_labels(text: str | None, max_labels: int) -> tuple[str, ...]:
     if len(labels) > max_labels:
         raise InputError(f"{len(labels)} candidate labels given; at most {max_labels} are accepted. "
                          "Remove some and try again.")
+    longest = max(labels, key=len)
+    if max_chars is not None and len(longest) > max_chars:
+        raise InputError(f"The label '{longest[:40]}...' has {len(longest):,} characters; labels of at most "
+                         f"{max_chars:,} characters are accepted (a label is a short name, e.g. 'urgent').")
     return labels
 
 
-def validate_template(template: str | None) -> str:
+def validate_template(template: str | None, max_chars: int | None = None) -> str:
     """The hypothesis template, trimmed; it must hold exactly one {} where the label goes."""
     template = (template or "").strip()
     example = f"'{DEFAULT_TEMPLATE}'"
+    if max_chars is not None and len(template) > max_chars:
+        raise InputError(f"The hypothesis template has {len(template):,} characters; at most {max_chars:,} are "
+                         f"accepted. It is one short sentence with {{}} where the label goes, e.g. {example}.")
     if template.count("{}") != 1:
         found = "no {}" if "{}" not in template else f"{template.count('{}')} of them"
         raise InputError(f"The hypothesis template must contain exactly one {{}} where the label goes "

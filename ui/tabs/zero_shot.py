@@ -39,8 +39,11 @@ def results_table(texts: list[str], labels: tuple[str, ...], results: list[ZeroS
             for text, r in zip(texts, results)]
 
 
-def write_csv(headers: list[str], rows: list[list]) -> str:
-    out = Path(tempfile.mkdtemp(prefix="zero-shot-")) / "zero_shot_results.csv"
+def write_csv(headers: list[str], rows: list[list], folder: str | None = None) -> str:
+    """The results as a CSV in a new folder under `folder` (Gradio's cache, which serves it from there)."""
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+    out = Path(tempfile.mkdtemp(prefix="zero-shot-", dir=folder)) / "zero_shot_results.csv"
     with out.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(headers)
@@ -54,8 +57,8 @@ def build(registry, settings) -> None:
     limit = event_concurrency(settings)
 
     def run(texts: list[str], labels: str, multi_label: bool, template: str, model: str):
-        labels = parse_labels(labels, settings.max_labels)
-        template = validate_template(template)
+        labels = parse_labels(labels, settings.max_labels, settings.max_label_chars)
+        template = validate_template(template, settings.max_label_chars)
         check_model_allowed(TASK, model, settings)
         pipe = registry.get(TASK, model)
         return labels, classify_with(batcher, pipe, texts, labels, multi_label, template,
@@ -77,7 +80,8 @@ def build(registry, settings) -> None:
         headers = ["text", "top label", "top score", *parsed]
         rows = results_table(items, parsed, results)
         shown = pd.DataFrame([[*row[:2], *(round(score, 4) for score in row[2:])] for row in rows], columns=headers)
-        return shown, write_csv(headers, rows)
+        # Written inside Gradio's cache: anywhere else Gradio would copy it there and leave the original behind.
+        return shown, write_csv(headers, rows, download.GRADIO_CACHE)
 
     gr.Markdown("Score a text against labels you choose, with an NLI model "
                 "(`transformers` zero-shot-classification). Each label becomes a hypothesis through the "
