@@ -138,6 +138,9 @@ def _open_pdf(data: bytes):
 def _open_image(data: bytes, settings: Settings) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:  # Pillow's own guard, from the header: nothing was decoded
+        raise InputError(f"This image is too large to open safely; the limit is {settings.max_image_pixels:,} "
+                         "pixels. Scale it down and upload it again.") from None
     except (UnidentifiedImageError, OSError):
         raise InputError(f"This file is not a document this tab can read; upload a {ACCEPTED} file.") from None
     if image.format not in IMAGE_FORMATS:
@@ -154,6 +157,10 @@ def render_page(doc: Document, number: int, settings: Settings,
                 with_text: bool = False) -> tuple[Image.Image, PageWords | None]:
     """Page `number` (1-based) as an RGB image, plus a PDF page's text-layer words when asked."""
     if not 1 <= number <= doc.pages:
+        if number > doc.pages and doc.total_pages > doc.pages:
+            raise InputError(f"Page {number} is not read: this server reads only the first {doc.pages} of this "
+                             f"document's {doc.total_pages} pages (--max-pdf-pages); choose a page from 1 to "
+                             f"{doc.pages}, or all pages.")
         raise InputError(f"This document has {doc.pages} page{'s' if doc.pages != 1 else ''}; choose a "
                          f"page from 1 to {doc.pages}, or all pages.")
     if doc.kind == "pdf":
@@ -230,7 +237,8 @@ class DocumentQA:
         """The top_k answers on one page (1-based) or, with page=None, over every page read."""
         question = (question or "").strip()
         if not question:
-            raise InputError("Type a question about the document, e.g. 'What is the invoice number?'.")
+            raise InputError("The question is empty. Type a question about the document (up to "
+                             f"{self.settings.max_question_chars} characters), e.g. 'What is the invoice number?'.")
         if len(question) > self.settings.max_question_chars:
             raise InputError(f"The question is {len(question)} characters long; the limit is "
                              f"{self.settings.max_question_chars}.")

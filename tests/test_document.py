@@ -261,7 +261,8 @@ def test_multipage_tiff_page_choice(tmp_path, invoice, ocr_calls, qa):
 def test_pages_beyond_the_limit_are_not_read(text_pdf):
     doc = read_document(text_pdf, _settings(max_pdf_pages=1))
     assert (doc.pages, doc.total_pages) == (1, 2) and "first 1 of 2 pages" in doc.note
-    with pytest.raises(InputError, match="has 1 page; choose a page from 1 to 1"):
+    with pytest.raises(InputError, match=r"Page 2 is not read: this server reads only the first 1 of this "
+                                         r"document's 2 pages \(--max-pdf-pages\); choose a page from 1 to 1"):
         render_page(doc, 2, _settings(max_pdf_pages=1))
 
 

@@ -76,7 +76,8 @@ def build(registry, settings) -> None:
                 lang = gr.Dropdown(list(languages), value="eng" if "eng" in languages else languages[0],
                                    label="OCR language", elem_id="document-lang")
             with gr.Row():
-                model = gr.Dropdown(list(models), value=models[0], label="Model", elem_id="document-model")
+                model = gr.Dropdown(list(models), value=models[0], label="Model", elem_id="document-model",
+                                    allow_custom_value=settings.allow_any_model)
                 top_k = gr.Slider(1, MAX_TOP_K, value=3, step=1, label="Answers (top k)", elem_id="document-top-k")
             ask = gr.Button("Answer", variant="primary", elem_id="document-ask")
             info = gr.Markdown(elem_id="document-info")
@@ -98,6 +99,8 @@ def build(registry, settings) -> None:
             raise gr.Error("Upload a document first (PNG, JPEG, TIFF or PDF).", print_exception=False)
         result = qa.answer(document, question_text, page=parse_page(page_choice),
                            model=model_name or models[0], lang=ocr_lang or "eng", top_k=int(k or 3))
+        if result.note:  # pages past the limit, or no text: API callers get it too
+            gr.Warning(result.note)
         return [a.as_dict() for a in result.answers], result
 
     def show(result):
