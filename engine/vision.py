@@ -33,8 +33,13 @@ def load_image(source: ImageSource, max_pixels: int = Settings.max_image_pixels)
     if isinstance(source, Image.Image):
         return _normalise(source, max_pixels, name="image")
     name = Path(source).name if isinstance(source, (str, os.PathLike)) else "upload"
+    empty = f"{name} is an empty file (0 bytes); upload an image ({ACCEPTED})."
     if isinstance(source, bytes):
+        if not source:
+            raise InputError(empty)
         source = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)) and Path(source).is_file() and Path(source).stat().st_size == 0:
+        raise InputError(empty)
     try:
         with Image.open(source) as image:
             return _normalise(image, max_pixels, name)

@@ -9,7 +9,7 @@ import gradio as gr
 from engine.document import MAX_TOP_K, TASK, DocumentAnswers, DocumentQA, render_page
 from engine.ocr import INSTALL_TESSERACT, TesseractMissing, tesseract_languages
 from engine.registry import allowed_models
-from ui.common import standalone, user_errors
+from ui.common import hand_over_path, standalone, user_errors
 
 ALL_PAGES = "All pages"
 FILE_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pdf"]
@@ -66,8 +66,8 @@ def build(registry, settings) -> None:
                     f"images and scanned PDFs need it. {INSTALL_TESSERACT}", elem_id="document-tesseract-missing")
     with gr.Row():
         with gr.Column(scale=2):
-            file = gr.File(label="Document: PNG, JPEG, TIFF or PDF", file_types=FILE_TYPES, type="filepath",
-                           elem_id="document-input")
+            file = hand_over_path(gr.File(label="Document: PNG, JPEG, TIFF or PDF", file_types=FILE_TYPES,
+                                          type="filepath", elem_id="document-input"))
             question = gr.Textbox(label="Question", placeholder="What is the invoice number?", lines=1,
                                   max_lines=3, elem_id="document-question")
             with gr.Row():

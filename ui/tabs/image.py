@@ -10,7 +10,7 @@ from engine.batching import MicroBatcher, event_concurrency
 from engine.errors import InputError, StudioError
 from engine.registry import allowed_models, check_model_allowed
 from engine.vision import Prediction, classify_with, load_image
-from ui.common import standalone, user_errors
+from ui.common import hand_over_path, standalone, user_errors
 
 TASK = "image-classification"
 TOP_K_MAX = 20
@@ -83,8 +83,9 @@ def build(registry, settings) -> None:
         with gr.Tab("One image", elem_id="image-one"):
             with gr.Row():
                 with gr.Column():
-                    image = gr.Image(sources=["upload", "clipboard", "webcam"], type="filepath", image_mode=None,
-                                     label="Image (drop, upload, paste or webcam)", elem_id="image-input")
+                    image = hand_over_path(gr.Image(sources=["upload", "clipboard", "webcam"], type="filepath",
+                                                    image_mode=None, label="Image (drop, upload, paste or webcam)",
+                                                    elem_id="image-input"))
                     run = gr.Button("Classify", variant="primary", elem_id="image-run")
                     if EXAMPLES:
                         gr.Examples([[p] for p in EXAMPLES], inputs=image, api_name="image_example",
@@ -94,8 +95,8 @@ def build(registry, settings) -> None:
                     with gr.Accordion("JSON (what the API returns)", open=False):
                         raw = gr.JSON(label="Predictions", elem_id="image-json")
         with gr.Tab("Several images", elem_id="image-many"):
-            files = gr.File(file_count="multiple", file_types=["image"], type="filepath",
-                            label=f"Images (up to {settings.max_images})", elem_id="image-files")
+            files = hand_over_path(gr.File(file_count="multiple", file_types=["image"], type="filepath",
+                                           label=f"Images (up to {settings.max_images})", elem_id="image-files"))
             run_many = gr.Button("Classify all", variant="primary", elem_id="image-run-many")
             gallery = gr.Gallery(label="Images as the model saw them", columns=6, fit_columns=False, height=260,
                                  object_fit="contain", elem_id="image-gallery")

@@ -13,7 +13,7 @@ from engine.batching import MicroBatcher, event_concurrency
 from engine.registry import allowed_models, check_model_allowed
 from engine.text import (DEFAULT_TEMPLATE, TEXT_FILE_TYPES, ZeroShotResult, check_text, classify_with,
                          parse_labels, parse_texts, read_texts, validate_template)
-from ui.common import standalone, user_errors
+from ui.common import hand_over_path, standalone, user_errors
 
 TASK = "zero-shot-classification"
 EXAMPLE_TEXT = "I have a problem with my iphone that needs to be resolved asap!!"
@@ -115,9 +115,10 @@ def build(registry, settings) -> None:
             with gr.Row():
                 texts = gr.Textbox(label=f"Texts, one per line (up to {settings.max_texts})", lines=6,
                                    placeholder=EXAMPLE_TEXTS, elem_id="zs-texts")
-                file = gr.File(file_types=list(TEXT_FILE_TYPES), type="filepath", elem_id="zs-file",
-                               label="...or a .txt (one per line) or .csv (column 'text', else the first); "
-                                     "a file is used instead of the typed texts")
+                file = hand_over_path(gr.File(
+                    file_types=list(TEXT_FILE_TYPES), type="filepath", elem_id="zs-file",
+                    label="...or a .txt (one per line) or .csv (column 'text', else the first); "
+                          "a file is used instead of the typed texts"))
             run_many = gr.Button("Classify all", variant="primary", elem_id="zs-run-many")
             gr.Examples([[EXAMPLE_TEXTS, EXAMPLE_LABELS]], inputs=[texts, labels], api_name="zero_shot_examples",
                         example_labels=["Three support tickets"], elem_id="zs-examples-many")
