@@ -56,6 +56,7 @@ class Settings:
     max_texts: int = field(default=200, metadata={"help": "most texts classified at once"})
     max_question_chars: int = field(default=500, metadata={"help": "longest document question, in characters"})
     max_new_tokens: int = field(default=256, metadata={"help": "most tokens a generating model may add per request"})
+    cache_hours: float = field(default=24.0, metadata={"help": "uploads and results are deleted from Gradio's cache once this many hours old (checked as often; 0 keeps them)"})
     ocr_cache_pages: int = field(default=256, metadata={"help": "document pages whose words (OCR or text layer) are kept in memory"})
     queue_size: int = field(default=64, metadata={"help": "requests waiting before new ones are refused"})
     concurrency: int = field(default=1, metadata={"help": "model jobs running at once per event"})

@@ -25,13 +25,21 @@ TITLE = "pipeline-studio"
 
 def build_app(settings: Settings, registry: Any) -> gr.Blocks:
     """The whole app; nothing loads until a tab asks for its model."""
-    with gr.Blocks(title=TITLE) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=cache_expiry(settings)) as demo:
         gr.Markdown(f"# {TITLE}\nHugging Face `transformers` pipelines, one tab per modality.")
         with gr.Tabs():
             for label, module, elem_id in TABS:
                 with gr.Tab(label, id=module, elem_id=elem_id):
                     importlib.import_module(f"ui.tabs.{module}").build(registry, settings)
     return demo
+
+
+def cache_expiry(settings: Settings) -> tuple[int, int] | None:
+    """Gradio's delete_cache (how often, how old, both in seconds) from --cache-hours; None keeps every file."""
+    if settings.cache_hours <= 0:
+        return None
+    seconds = max(1, round(settings.cache_hours * 3600))
+    return seconds, seconds
 
 
 def auth_pairs(settings: Settings) -> list[tuple[str, str]] | None:
