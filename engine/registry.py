@@ -6,6 +6,7 @@ import gc
 import shutil
 import threading
 import time
+import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,6 +148,12 @@ def load_pipeline(key: PipelineKey) -> Any:
         kwargs["device"] = key.device
     pipe = pipeline(**kwargs)
     tokenizer = getattr(pipe, "tokenizer", None)
+    # Without tokenizer files transformers builds a tokenizer of special tokens only: every word would be
+    # unknown and the answers meaningless, so refuse it here.
+    if tokenizer is not None and len(tokenizer) <= len(set(tokenizer.all_special_ids)):
+        raise ModelLoadError(key.task, key.model, "the model has no tokenizer files (tokenizer.json, or "
+                             "tokenizer_config.json with its vocabulary files); add them from the model's "
+                             "repository")
     # Whisper batching needs a pad token; several checkpoints ship without one.
     if tokenizer is not None and tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -225,6 +232,13 @@ def _inner_cause(text: str) -> str | None:
     return inner[-1][:300] if inner else None
 
 
+def _hub_offline() -> bool:
+    """HF_HUB_OFFLINE set outside the app (the --offline flag sets it too)."""
+    from huggingface_hub import is_offline_mode
+
+    return bool(is_offline_mode())
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
@@ -294,11 +308,13 @@ class PipelineRegistry:
             pipe = self._loader(key)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes one clear error
             error = exc if isinstance(exc, ModelLoadError) else ModelLoadError(
-                key.task, key.model, explain_load_error(key, exc, self.settings.offline))
+                key.task, key.model, explain_load_error(key, exc, self.settings.offline or _hub_offline()))
             with self._lock:
                 del self._pending[key]
             pending.error = error
             pending.done.set()
+            # The failed load's locals (a half-built model) live on in exc's traceback: drop them first.
+            traceback.clear_frames(exc.__traceback__)
             _free_accelerator_memory()
             raise error from exc
         entry = LoadedPipeline(key, pipe, time.perf_counter() - started, time.time())

@@ -88,7 +88,8 @@ def test_lru_eviction_beyond_max_loaded_frees_the_model():
     assert ref() is None, "an evicted model must be garbage collected"
 
 
-def test_failed_load_is_clear_and_not_cached():
+def test_failed_load_is_clear_and_not_cached(monkeypatch):
+    monkeypatch.setattr("engine.registry._hub_offline", lambda: False)  # the tests run with HF_HUB_OFFLINE=1
     loader = CountingLoader(fail_times=1)
     reg = registry(loader)
     with pytest.raises(ModelLoadError) as err:
