@@ -108,3 +108,24 @@ def _check_8bit(device: str) -> None:
                           "and a CUDA GPU; run without --load-in-8bit otherwise") from None
     if not device.startswith("cuda"):
         raise DeviceError(f"8-bit loading needs a CUDA GPU; the device here is {device}")
+
+
+def release_memory(failure: BaseException | None = None) -> None:
+    """Give back what a failed call took: the locals of the finished frames behind `failure` (and its
+    causes), then unreachable objects, then the GPU's cached blocks.
+
+    A failed forward's activations or a half-loaded model stay referenced by the exception's
+    traceback for as long as anything holds the exception (a batcher's future, a registry waiter),
+    so without clearing those frames emptying the cache would free nothing.
+    """
+    import gc
+    import traceback
+
+    seen: set[int] = set()
+    while failure is not None and id(failure) not in seen:
+        seen.add(id(failure))
+        traceback.clear_frames(failure.__traceback__)  # frames still running are left alone
+        failure = failure.__cause__ or failure.__context__
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

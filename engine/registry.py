@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import gc
 import shutil
 import threading
 import time
-import traceback
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from engine.devices import Placement, resolve_placement
+from engine.devices import Placement, release_memory, resolve_placement
 from engine.errors import StudioError
 from engine.settings import Settings
 
@@ -313,9 +311,7 @@ class PipelineRegistry:
                 del self._pending[key]
             pending.error = error
             pending.done.set()
-            # The failed load's locals (a half-built model) live on in exc's traceback: drop them first.
-            traceback.clear_frames(exc.__traceback__)
-            _free_accelerator_memory()
+            release_memory(exc)  # a half-built model lives on in exc's traceback
             raise error from exc
         entry = LoadedPipeline(key, pipe, time.perf_counter() - started, time.time())
         with self._lock:
@@ -342,7 +338,7 @@ class PipelineRegistry:
             if entry.key.device_map:
                 shutil.rmtree(offload_folder(entry.key), ignore_errors=True)
         entries.clear()
-        _free_accelerator_memory()
+        release_memory()
 
     def unload(self, key: PipelineKey | str) -> bool:
         """Drop a loaded pipeline (by key or its id string) and free its memory."""
@@ -408,8 +404,3 @@ def _memory_by_device(model: torch.nn.Module) -> dict[str, int]:
         out[str(t.device)] = out.get(str(t.device), 0) + t.numel() * t.element_size()
     return out
 
-
-def _free_accelerator_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()

@@ -56,3 +56,31 @@ def test_placement_with_device_map(fake):
     assert resolve_placement("cpu").device_map is None
     with pytest.raises(DeviceError, match="must look like"):
         devices.parse_max_memory("lots")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_release_memory_gives_back_what_a_failed_call_on_the_gpu_took():
+    """A real CUDA OOM in a worker thread, its exception kept by a future (as the micro-batcher does)."""
+    from concurrent.futures import Future
+    import threading
+
+    torch.cuda.empty_cache()
+    allocated, reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
+    kept: Future = Future()
+
+    def forward():
+        try:
+            activations = torch.ones(512 * 2**20, dtype=torch.uint8, device="cuda")  # noqa: F841 - held by the frame
+            torch.empty(2**50, dtype=torch.uint8, device="cuda")  # more than any GPU has
+        except torch.OutOfMemoryError as exc:
+            kept.set_exception(exc)
+
+    worker = threading.Thread(target=forward)
+    worker.start()
+    worker.join()
+    with pytest.raises(torch.OutOfMemoryError) as err:
+        kept.result()
+    assert torch.cuda.memory_allocated() >= allocated + 512 * 2**20  # still held through the traceback
+    devices.release_memory(err.value)
+    assert torch.cuda.memory_allocated() == allocated
+    assert torch.cuda.memory_reserved() <= reserved + 2**20

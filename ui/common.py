@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import traceback
 from typing import Any, Callable, TypeVar
 
 import gradio as gr
@@ -12,8 +11,8 @@ import torch
 from gradio.utils import NamedString
 from gradio_client.utils import is_valid_file
 
+from engine.devices import release_memory
 from engine.errors import StudioError
-from engine.registry import ModelLoadError
 
 log = logging.getLogger("pipeline_studio")
 Component = TypeVar("Component", bound=gr.components.Component)
@@ -29,45 +28,18 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except gr.Error:
             raise
-        except torch.OutOfMemoryError as exc:
-            release_frames(exc)
-            message, free = OUT_OF_MEMORY, True
         except StudioError as exc:
-            message, free = str(exc), isinstance(exc, ModelLoadError)
-            if free:
-                release_frames(exc)
+            raise gr.Error(str(exc), print_exception=False) from None
+        except torch.OutOfMemoryError as exc:
+            release_memory(exc)
+            raise gr.Error(OUT_OF_MEMORY, print_exception=False) from None
         except Exception as exc:  # noqa: BLE001 - a stack trace must never reach the browser
             log.exception("unexpected error in %s", fn.__name__)
-            message, free = (f"Something went wrong while processing this input ({type(exc).__name__}). "
-                             "The server logged the details; please try another input."), False
-        if free:
-            # Only out here has the exception (and with it the failed call's frames and the tensors they
-            # held) been let go, so only now can the memory be collected and the GPU cache emptied.
-            _free_memory()
-        raise gr.Error(message, print_exception=False)
+            raise gr.Error(f"Something went wrong while processing this input ({type(exc).__name__}). "
+                           "The server logged the details; please try another input.",
+                           print_exception=False) from None
 
     return wrapper
-
-
-def release_frames(exc: BaseException) -> None:
-    """Drop the locals of the finished frames behind an exception and its causes.
-
-    A failed forward's activations stay referenced by its traceback for as long as anyone holds the
-    exception (a batcher's future, a registry waiter), so emptying the GPU cache would free nothing.
-    """
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        traceback.clear_frames(exc.__traceback__)
-        exc = exc.__cause__ or exc.__context__
-
-
-def _free_memory() -> None:
-    import gc
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def hand_over_path(component: Component) -> Component:
