@@ -96,3 +96,25 @@ def test_plot_draws_every_device_from_the_jsons(tmp_path):
     assert {d for _, d, _ in rows} == {"CPU (2 cores), whisper-tiny.en", "H100, large-v3 shape"}
     path = run_all.plot(tmp_path)
     assert path.exists() and path.stat().st_size > 5000
+
+
+def test_load_bench_accounts_for_every_request(tmp_path):
+    from bench import load
+
+    result = load.main(["--users", "3", "--requests", "3", "--duration", "15", "--grace", "20", "--settle", "0.5",
+                        "--asr", "tiny", "--invalid-share", "0.25", "--variants", "default", "--rounds", "1",
+                        "--out-dir", str(tmp_path)])
+    run = result["variants"]["default"]
+    c = run["counts"]
+    assert c["sent"] == 9 and c["invalid_sent"] == 2
+    assert c["sent"] == c["answered"] + c["rejected_queue_full"] + c["user_errors"] + c["failed"]
+    assert c["lost"] == 0 and c["failed"] == 0, run["messages"]["failed"]
+    assert c["answered"] == 7 and c["user_errors"] == 2  # the queue (64) is never full with 3 users
+    assert len(run["requests"]) == 9
+    assert all(r["message"].strip() for r in run["requests"] if r["outcome"] in ("rejected", "user_error"))
+    for latency in (run["latency_answered"], *(e["latency_answered"] for e in run["by_endpoint"].values()
+                                               if e["counts"]["answered"])):
+        assert latency["p50_ms"] <= latency["p95_ms"] <= latency["p99_ms"]
+    assert run["rss_mb"]["peak"] >= run["rss_mb"]["before_load"] > 50
+    assert run["server"]["alive_after_load"] and run["server"]["answers_after_load"]
+    assert json.loads((tmp_path / "load.json").read_text())["variants"]["default"]["counts"] == c
