@@ -72,6 +72,11 @@ def test_asr_ctc_gives_word_timestamps(quick, tiny_model, stereo_wav):
     rows = table["data"]
     assert [r[2] for r in rows] == text.split()
     assert all(0 <= r[0] < r[1] <= 2.5 for r in rows) and [r[0] for r in rows] == sorted(r[0] for r in rows)
+    click = str(stereo_wav).replace(".wav", "-click.wav")
+    sf.write(click, np.full(160, 0.3, np.float32), 16000)  # 0.01 s crashed wav2vec2's convolutions
+    with pytest.raises(AppError, match=r"lasts only 0\.01 s, too short to transcribe; recordings of at least 0\.25 s"):
+        client.predict(handle_file(click), api_name="/predict")
+    assert client.predict(handle_file(stereo_wav), api_name="/predict")[0] == text  # and it keeps serving
 
 
 @needs_real_whisper

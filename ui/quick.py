@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping
 import gradio as gr
 import numpy as np
 
+from engine.audio import decode_audio
 from engine.errors import InputError, StudioError
 from engine.settings import Settings
 from ui.common import user_errors
@@ -90,35 +91,11 @@ def _labels(settings: Settings, value: str | None) -> list[str]:
     return labels
 
 
-def decode_audio(path: str, sampling_rate: int, max_seconds: float) -> np.ndarray:
-    """An audio file as mono float32 at sampling_rate (the pipeline would need torchaudio to resample)."""
-    import librosa
-    import soundfile as sf
-
-    try:
-        info = sf.info(path)
-        if info.duration > max_seconds:
-            raise InputError(f"The audio lasts {info.duration:.0f} s; at most {max_seconds:.0f} s are accepted.")
-        data, rate = sf.read(path, dtype="float32", always_2d=True)
-        audio = data.mean(axis=1)
-    except (sf.LibsndfileError, RuntimeError):  # formats libsndfile cannot read (m4a...): ffmpeg via librosa
-        try:
-            audio, rate = librosa.load(path, sr=None, mono=True)
-        except Exception:  # noqa: BLE001 - any decoder failure means the same thing to the user
-            raise InputError("This audio file could not be decoded; upload WAV, FLAC, OGG or MP3.") from None
-    if audio.size == 0:
-        raise InputError("The audio file is empty.")
-    if audio.size / rate > max_seconds:
-        raise InputError(f"The audio lasts {audio.size / rate:.0f} s; at most {max_seconds:.0f} s are accepted.")
-    if rate != sampling_rate:
-        audio = librosa.resample(audio, orig_sr=rate, target_sr=sampling_rate)
-    return np.ascontiguousarray(audio, dtype=np.float32)
-
-
 def _audio(pipe: Any, settings: Settings, path: str | None) -> np.ndarray:
     if not path:
         raise InputError("Upload or record some audio.")
-    return decode_audio(path, pipe.feature_extractor.sampling_rate, settings.max_audio_seconds)
+    return decode_audio(path, pipe.feature_extractor.sampling_rate, settings.max_audio_seconds,
+                        settings.min_audio_seconds)
 
 
 # --------------------------------------------------------------------------- outputs
