@@ -106,7 +106,7 @@ def read_document(source: str | Path | bytes, settings: Settings) -> Document:
         with _open_pdf(data) as pdf:
             total = len(pdf)
         if total == 0:
-            raise InputError("This PDF has no pages.")
+            raise InputError(f"This PDF has no pages; upload a {ACCEPTED} file with at least one page.")
         return Document(data, digest, "pdf", "PDF", min(total, settings.max_pdf_pages), total)
     with _open_image(data, settings) as image:
         total = getattr(image, "n_frames", 1)
