@@ -462,7 +462,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "transformers": transformers.__version__},
         "code": code_version(),
         "machine": machine(),
-        "command": "python bench/load.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python bench/load.py", *(argv if argv is not None else sys.argv[1:])]),
     }
     write_result("load", result, Path(args.out_dir))
     return result
