@@ -28,7 +28,7 @@ STEPS = {
     "long_audio_cpu": ("long_audio_cpu.py", [], ["--seconds", "40", "--raw-batches", "8"]),
     "batching": ("batching.py", [], ["--models", "tiny", "--requests", "1", "--rounds", "1"]),
     "load": ("load.py", [], ["--users", "3", "--requests", "3", "--duration", "15", "--asr", "tiny",
-                             "--variants", "default", "--rounds", "1"]),
+                             "--invalid-share", "0.25", "--variants", "default", "--rounds", "1"]),
 }
 
 
