@@ -1,10 +1,12 @@
 """Document tab in Chromium: drop the invoice on the tab, ask, see the answers and the boxed page."""
 
 import base64
+import gc
 import re
 
 import pytest
 
+from engine.document import DocumentAnswers
 from engine.registry import PipelineRegistry
 from ui.tabs import document as tab
 
@@ -45,3 +47,5 @@ def test_drop_invoice_ask_and_see_the_answer_boxed(page, tiny_model, make_settin
     assert first[3:] in table and re.search(r"\b0\.\d{4}\b", table)  # the answer, its score
     assert re.search(r"\d+, \d+, \d+, \d+", table)  # its box in page pixels
     assert "OCR ran on 1 page" in page.locator("#document-info").inner_text()
+    gc.collect()  # the rendered page is not kept in the session's state once it is shown
+    assert not [o for o in gc.get_objects() if isinstance(o, DocumentAnswers)]

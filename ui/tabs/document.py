@@ -104,9 +104,11 @@ def build(registry, settings) -> None:
         return [a.as_dict() for a in result.answers], result
 
     def show(result):
+        # The state is emptied once shown: it holds the rendered page, which Gradio would
+        # otherwise keep per session for an hour after the browser closes.
         if result is None:
-            return None, [], ""
-        return annotated_page(result), answer_rows(result), summary(result)
+            return None, [], "", None
+        return annotated_page(result), answer_rows(result), summary(result), None
 
     @user_errors
     def open_document(document):
@@ -128,7 +130,7 @@ def build(registry, settings) -> None:
 
     gr.on([ask.click, question.submit], answer_document,
           inputs=[file, question, page, model, lang, top_k], outputs=[raw, view],
-          api_name="answer_document").success(show, inputs=view, outputs=[annotated, table, info],
+          api_name="answer_document").success(show, inputs=view, outputs=[annotated, table, info, view],
                                                 api_name="document_show", api_visibility="private")
     file.change(open_document, inputs=file, outputs=[page, annotated, table, raw, info],
                 api_name="document_open", api_visibility="private")
