@@ -125,19 +125,20 @@ def build(registry, settings) -> None:
         return result.text, segments_json(result), [str(p) for p in paths], (result, elapsed)
 
     def show(state):
+        # The state is emptied once shown, or Gradio keeps every session's transcript for an hour.
         if not state:
-            return "", [], gr.Dataframe(visible=False)
+            return "", [], gr.Dataframe(visible=False), None
         result, elapsed = state
         rows = [[s.start, s.end, s.text] for s in result.segments]
         word_rows = [[w.start, w.end, w.text] for w in result.words]
-        return summary(result, elapsed), rows, gr.Dataframe(value=word_rows, visible=bool(word_rows))
+        return summary(result, elapsed), rows, gr.Dataframe(value=word_rows, visible=bool(word_rows)), None
 
     def language_visible(model_name: str):
         return gr.Row(visible=offers_language(model_name or ""))
 
     run.click(transcribe_audio, [audio, model, timestamps, mode, language, task, batch, beams],
               [text, segments, files, result_state], api_name="transcribe").then(
-        show, result_state, [info, table, words], api_name="speech_show", api_visibility="private", queue=False)
+        show, result_state, [info, table, words, result_state], api_name="speech_show", api_visibility="private", queue=False)
     model.change(language_visible, model, language_row, api_name="speech_language_options",
                  api_visibility="private", queue=False)
 
