@@ -138,7 +138,8 @@ def build(registry, settings) -> None:
 
     run.click(transcribe_audio, [audio, model, timestamps, mode, language, task, batch, beams],
               [text, segments, files, result_state], api_name="transcribe").then(
-        show, result_state, [info, table, words, result_state], api_name="speech_show", api_visibility="private", queue=False)
+        show, result_state, [info, table, words, result_state], api_name="speech_show", api_visibility="private",
+        queue=False)
     model.change(language_visible, model, language_row, api_name="speech_language_options",
                  api_visibility="private", queue=False)
 
