@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, ROOT  # noqa: E402
 
 BENCH = ROOT / "bench"
-# name -> (script, full-run args, quick-run args); batching.py belongs to the image tab's engineer.
+# name -> (script, full-run args, quick-run args).
 STEPS = {
     "overhead": ("overhead.py", [], ["--calls", "5"]),
     "registry": ("registry_bench.py", [], []),
@@ -36,9 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
     parser.add_argument("--only", default=",".join(STEPS), help="comma-separated steps to run")
-    parser.add_argument("--out-dir", default=str(RESULTS))
+    parser.add_argument("--out-dir", help="default bench/results; build/bench-quick with --quick, so a "
+                                          "smoke run never replaces the recorded figures")
     args = parser.parse_args(argv)
-    out_dir = Path(args.out_dir)
+    out_dir = Path(args.out_dir or (ROOT / "build" / "bench-quick" if args.quick else RESULTS))
+    out_dir.mkdir(parents=True, exist_ok=True)
     failed, took = [], {}
     for name in [n.strip() for n in args.only.split(",") if n.strip()]:
         script, full, quick = STEPS[name]
@@ -47,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {name}: {script} is not there; skipped", flush=True)
             continue
         cmd = [sys.executable, str(path), *(quick if args.quick else full)]
-        if name == "batching":
-            cmd += ["--out", str(out_dir / "batching.json")]
+        if name == "batching":  # batching.json is the GPU machine's run (cuda and cpu); this one is local
+            cmd += ["--out", str(out_dir / "batching_cpu.json")]
         else:
             cmd += ["--out-dir", str(out_dir)]
         print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
