@@ -133,3 +133,14 @@ def test_real_pipelines_batched_across_threads_keep_each_answer(tiny_model):
         assert mine.labels == alone.labels
         assert mine.scores == pytest.approx(alone.scores, abs=1e-5)
     assert len(nli.sizes) < 6
+
+
+def test_a_request_that_comes_alone_does_not_wait_for_company():
+    batcher = MicroBatcher(max_batch_size=8, wait_s=0.5)
+    for _ in range(3):
+        start = time.perf_counter()
+        assert batcher.map(square_all, 2, [3]) == [18]
+        assert time.perf_counter() - start < 0.3  # square_all takes 0.02 s; the wait would be 0.5 s
+        time.sleep(0.6)  # more than wait_s: the next one comes alone too
+    results = together(6, lambda i: batcher.map(square_all, 1, [i]))  # together: they wait and share
+    assert results == [[i * i] for i in range(6)] and batcher.batches <= 3 + 2
