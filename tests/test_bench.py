@@ -44,8 +44,11 @@ def test_overhead_bench_times_the_app_and_the_direct_call(tmp_path):
     from bench import overhead
 
     result = overhead.main(["--calls", "3", "--out-dir", str(tmp_path)])
-    assert result["direct"]["n"] == 3 and result["batching_on"]["app"]["n"] == 3
-    assert result["batching_off"]["sample_output"][0]["label"]  # the app really classified the image
+    on, off = result["batching_on"], result["batching_off"]
+    assert result["direct"]["n"] == 3 and on["gradio_client"]["n"] == on["browser_protocol"]["n"] == 3
+    assert off["sample_output"][0]["label"] and on["same_output_both_ways"]  # the app really classified it
+    assert on["added_median_ms_browser_protocol"] == pytest.approx(
+        on["browser_protocol"]["median_ms"] - result["direct"]["median_ms"], abs=0.01)
     assert (tmp_path / "overhead.json").exists()
 
 
