@@ -68,7 +68,7 @@ class DocumentAnswers:
 
     answers: tuple[Answer, ...]
     page: int
-    image: Image.Image = field(repr=False, compare=False)
+    image: Image.Image | None = field(repr=False, compare=False)  # None once handed to a UI state
     sources: tuple[tuple[int, str], ...]
     ocr_pages: int
     note: str | None = None

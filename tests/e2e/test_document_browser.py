@@ -47,5 +47,5 @@ def test_drop_invoice_ask_and_see_the_answer_boxed(page, tiny_model, make_settin
     assert first[3:] in table and re.search(r"\b0\.\d{4}\b", table)  # the answer, its score
     assert re.search(r"\d+, \d+, \d+, \d+", table)  # its box in page pixels
     assert "OCR ran on 1 page" in page.locator("#document-info").inner_text()
-    gc.collect()  # the rendered page is not kept in the session's state once it is shown
-    assert not [o for o in gc.get_objects() if isinstance(o, DocumentAnswers)]
+    gc.collect()  # no rendered page is kept in the session's state (Gradio keeps it an hour after closing)
+    assert not [o for o in gc.get_objects() if isinstance(o, DocumentAnswers) and o.image is not None]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import gradio as gr
@@ -32,11 +33,11 @@ def answer_rows(result: DocumentAnswers) -> list[list]:
              ", ".join(map(str, a.box)) if a.box else "none"] for i, a in enumerate(result.answers, 1)]
 
 
-def annotated_page(result: DocumentAnswers):
-    """The shown page with a box, labelled by rank and text, around each answer found on it."""
+def annotated_page(result: DocumentAnswers, image=None):
+    """The shown page (result.image unless given) with a box, labelled by rank and text, around each answer on it."""
     boxes = [(a.box, f"{i}. {a.answer}"[:60]) for i, a in enumerate(result.answers, 1)
              if a.box and a.page == result.page]
-    return result.image, boxes
+    return (result.image if image is None else image), boxes
 
 
 def summary(result: DocumentAnswers) -> str:
@@ -101,14 +102,16 @@ def build(registry, settings) -> None:
                            model=model_name or models[0], lang=ocr_lang or "eng", top_k=int(k or 3))
         if result.note:  # pages past the limit, or no text: API callers get it too
             gr.Warning(result.note)
-        return [a.as_dict() for a in result.answers], result
+        # Gradio keeps a session's state for an hour after it closes (API sessions too), so the
+        # state carries no page image; show() renders the page again from the upload.
+        return [a.as_dict() for a in result.answers], dataclasses.replace(result, image=None)
 
-    def show(result):
-        # The state is emptied once shown: it holds the rendered page, which Gradio would
-        # otherwise keep per session for an hour after the browser closes.
-        if result is None:
+    @user_errors
+    def show(result, document):
+        if result is None or not document:
             return None, [], "", None
-        return annotated_page(result), answer_rows(result), summary(result), None
+        image, _ = render_page(qa.read(document), result.page, settings)
+        return annotated_page(result, image), answer_rows(result), summary(result), None
 
     @user_errors
     def open_document(document):
@@ -130,7 +133,7 @@ def build(registry, settings) -> None:
 
     gr.on([ask.click, question.submit], answer_document,
           inputs=[file, question, page, model, lang, top_k], outputs=[raw, view],
-          api_name="answer_document").success(show, inputs=view, outputs=[annotated, table, info, view],
+          api_name="answer_document").success(show, inputs=[view, file], outputs=[annotated, table, info, view],
                                                 api_name="document_show", api_visibility="private")
     file.change(open_document, inputs=file, outputs=[page, annotated, table, raw, info],
                 api_name="document_open", api_visibility="private")
