@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=600.0)
     parser.add_argument("--model", default=str(WHISPER_TINY_EN))
-    parser.add_argument("--raw-batches", default="1,8,24", help="batch sizes for the raw pipeline")
+    parser.add_argument("--raw-batches", default="8,24", help="batch sizes for the raw pipeline (24: the peer's)")
     parser.add_argument("--out-dir", default=str(RESULTS))
     args = parser.parse_args(argv)
 
