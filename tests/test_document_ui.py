@@ -36,7 +36,7 @@ def test_api_takes_a_file_and_a_question_and_returns_answer_dicts(app_url, tmp_p
     again = client.predict(handle_file(str(INVOICE)), "What is the invoice number?", "1", api_name="/answer_document")
     assert again == result  # same document and question, read from the word cache
     gc.collect()  # the session's state (kept an hour after it closes) holds no page image
-    assert not [o for o in gc.get_objects() if isinstance(o, DocumentAnswers) and o.image is not None]
+    assert not [o for o in gc.get_objects() if type(o) is DocumentAnswers and o.image is not None]
 
     notes = tmp_path / "notes.pdf"
     notes.write_text("not really a PDF")

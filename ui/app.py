@@ -63,13 +63,13 @@ def launch(demo: gr.Blocks, settings: Settings, block: bool = True, **extra: Any
     """Queue and serve; say in one line why no share link came, and keep serving locally."""
     on_spaces = bool(os.environ.get("SPACE_ID"))
     share = settings.share and not on_spaces
+    if settings.share and on_spaces:
+        print("Share links are not used on Hugging Face Spaces; the Space's own URL is public.", flush=True)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.concurrency)
     result = demo.launch(server_name=settings.host, server_port=settings.port, share=share,
                          auth=auth_pairs(settings), max_file_size=f"{settings.max_file_mb:g}mb",
                          prevent_thread_lock=True, show_error=True, **extra)
-    if settings.share and on_spaces:
-        print("Share links are not used on Hugging Face Spaces; the Space's own URL is public.", flush=True)
-    elif share and not demo.share_url:
+    if share and not demo.share_url:
         print(f"No public share link could be made (Gradio's share server is unreachable from here or "
               f"its tunnel client is missing); the app is serving locally at {demo.local_url}",
               file=sys.stderr, flush=True)

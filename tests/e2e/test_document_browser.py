@@ -48,4 +48,4 @@ def test_drop_invoice_ask_and_see_the_answer_boxed(page, tiny_model, make_settin
     assert re.search(r"\d+, \d+, \d+, \d+", table)  # its box in page pixels
     assert "OCR ran on 1 page" in page.locator("#document-info").inner_text()
     gc.collect()  # no rendered page is kept in the session's state (Gradio keeps it an hour after closing)
-    assert not [o for o in gc.get_objects() if isinstance(o, DocumentAnswers) and o.image is not None]
+    assert not [o for o in gc.get_objects() if type(o) is DocumentAnswers and o.image is not None]
