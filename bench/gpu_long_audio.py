@@ -28,6 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import pipeline_run_chunks  # noqa: E402
 from bench.speech_audio import RATE, read_wav  # noqa: E402
 
 LARGE_V3 = dict(d_model=1280, encoder_layers=32, decoder_layers=32, encoder_attention_heads=20,
@@ -155,12 +156,6 @@ def main(argv: list[str] | None = None) -> dict:
         finally:
             for k, v in saved.items():
                 setattr(speech, k, v)
-
-    def pipeline_run_chunks(pipe_, chunks_, call, batch_size, progress):  # the app before whisper_batch
-        from engine.whisper_batch import _pipeline_path
-
-        return _pipeline_path(pipe_, chunks_, batch_size, call.get("return_timestamps", False),
-                              call.get("generate_kwargs"), progress)
 
     # Warm-up (cuBLAS handles, kernels, VAD sessions) on one minute; not recorded.
     warm = audio[: 60 * RATE]

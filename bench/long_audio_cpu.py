@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import RESULTS, WHISPER_TINY_EN, machine, write_result  # noqa: E402
+from bench.common import RESULTS, WHISPER_TINY_EN, machine, pipeline_run_chunks, write_result  # noqa: E402
 from bench.speech_audio import RATE, recording  # noqa: E402
 
 TASK = "automatic-speech-recognition"
@@ -30,14 +30,6 @@ def wer(reference: str, hypothesis: str) -> float:
 
     norm = EnglishTextNormalizer({})
     return jiwer.wer(norm(reference), norm(hypothesis) or "<empty>")
-
-
-def pipeline_run_chunks(pipe, chunks, call, batch_size, progress):
-    """engine.speech._run_chunks as it was before whisper_batch: the pipeline, batch by batch."""
-    from engine.whisper_batch import _pipeline_path
-
-    return _pipeline_path(pipe, chunks, batch_size, call.get("return_timestamps", False),
-                          call.get("generate_kwargs"), progress)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -125,7 +125,8 @@ def build(registry, settings) -> None:
         return result.text, segments_json(result), [str(p) for p in paths], (result, elapsed)
 
     def show(state):
-        # The state is emptied once shown, or Gradio keeps every session's transcript for an hour.
+        # Emptied once shown: Gradio keeps a session's state an hour after it closes. (API sessions never
+        # run this step and keep theirs, which is text and times only.)
         if not state:
             return "", [], gr.Dataframe(visible=False), None
         result, elapsed = state
