@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import time
@@ -77,12 +78,18 @@ class PipelineKey:
     device_map: str | None = None
     max_memory: tuple[tuple[str, str], ...] | None = None
     quantization: str | None = None
+    hub: bool = False  # resolved on the Hub only: a folder of that name on the server is never read
+
+    @property
+    def label(self) -> str:
+        """The model as visitors see it: a Hub id, or a local folder's name (never a server path)."""
+        return self.model if self.hub else model_label(self.model)
 
     @property
     def id(self) -> str:
         where = f"device_map={self.device_map}" if self.device_map else self.device
         dtype = f"{self.dtype}, {self.quantization}" if self.quantization else self.dtype
-        return f"{self.task} | {self.model} | {where} | {dtype}"
+        return f"{self.task} | {self.label} | {where} | {dtype}"
 
 
 @dataclass
@@ -93,30 +100,70 @@ class LoadedPipeline:
     last_used: float
 
 
+# A Hub repository id as huggingface_hub validates it: 'name' or 'owner/name', no '..' or '--'.
+_HUB_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]{0,95}/)?[A-Za-z0-9][\w.-]{0,95}$")
+
+
 def is_local_model(model: str) -> bool:
     return Path(model).expanduser().is_dir()
 
 
+def is_hub_id(model: str) -> bool:
+    return bool(_HUB_ID.match(model)) and ".." not in model and "--" not in model and not model.endswith(".")
+
+
+def model_label(model: str) -> str:
+    """How a model is shown: a path by its last part alone, a Hub id (or 'owner/name' folder) as it is."""
+    return model if is_hub_id(model) else Path(model).name
+
+
 def allowed_models(task: str, settings: Settings) -> tuple[str, ...]:
-    """The models offered for a task: the one given at start first, then the curated list."""
+    """The models offered for a task, as shown: the one given at start first, then the curated list."""
     spec = TASKS[task]
     given = settings.model_for(task)
-    names = ([given] if given else []) + [spec.default_model, *spec.curated]
+    names = ([model_label(given)] if given else []) + [spec.default_model, *spec.curated]
     return tuple(dict.fromkeys(names))
 
 
+def model_source(task: str, model: str, settings: Settings) -> tuple[str, bool]:
+    """(what to load, Hub only?) for a model name: the operator's own model as given at start, anything
+    else resolved on the Hub, so a visitor's 'owner/name' never opens a folder of that name on the server.
+    Names that are no Hub id (an absolute path) come only from the operator's own code and load as given."""
+    given = settings.model_for(task)
+    if given and model in (given, model_label(given)):
+        return given, False
+    return model, is_hub_id(model)
+
+
 def check_model_allowed(task: str, model: str, settings: Settings) -> None:
-    """Refuse models outside the offered list unless --allow-any-model; never a typed path."""
+    """Refuse models outside the offered list unless --allow-any-model; a typed name is a Hub id only."""
     if model in allowed_models(task, settings):
         return
     offered = ", ".join(allowed_models(task, settings))
     if not settings.allow_any_model:
         raise ModelNotAllowed(f"model {model!r} is not offered here; choose one of: {offered} "
                               "(the server's operator can allow any Hub model with --allow-any-model)")
-    parts = model.split("/")
-    if len(parts) != 2 or not all(p and p not in (".", "..") and p.replace("-", "").replace("_", "")
-                                  .replace(".", "").isalnum() for p in parts):
-        raise ModelNotAllowed(f"{model!r} is not a Hub model id; use the form 'owner/name'")
+    if "/" not in model or not is_hub_id(model):
+        shown = model if len(model) <= 100 else model[:100] + "..."
+        raise ModelNotAllowed(f"{shown!r} is not a Hub model id; use the form 'owner/name' (letters, digits, "
+                              "'-', '_' and '.'), or choose one of: " + offered)
+
+
+# Files a transformers pipeline reads from a Hub repository (weights in one format, never code).
+HUB_FILES = ("*.json", "*.txt", "*.model", "*.tiktoken", "*.spm", "*.vocab", "*.merges")
+
+
+def hub_snapshot(model: str, revision: str | None) -> str:
+    """Download (or find in the Hub cache) what a pipeline needs from a Hub repository; its local folder."""
+    from huggingface_hub import HfApi, snapshot_download
+
+    weights = ["*.safetensors", "*.bin"]
+    try:  # one format: a repository with both would otherwise download its weights twice
+        names = [s.rfilename for s in HfApi().model_info(model, revision=revision).siblings or ()]
+        weights = ["*.safetensors"] if any(n.endswith(".safetensors") for n in names) else ["*.bin"]
+    except Exception:  # noqa: BLE001 - offline or unknown: snapshot_download says why, or uses the cache
+        pass
+    return snapshot_download(model, revision=revision, allow_patterns=[*HUB_FILES, *weights])
 
 
 def load_pipeline(key: PipelineKey) -> Any:
@@ -124,11 +171,12 @@ def load_pipeline(key: PipelineKey) -> Any:
     from transformers import pipeline
 
     spec = TASKS.get(key.task)
-    kwargs: dict[str, Any] = dict(task=key.task, model=key.model, dtype=getattr(torch, key.dtype),
+    source = hub_snapshot(key.model, key.revision) if key.hub else key.model
+    kwargs: dict[str, Any] = dict(task=key.task, model=source, dtype=getattr(torch, key.dtype),
                                   trust_remote_code=False)
     if spec is not None:
         kwargs.update(spec.pipeline_kwargs)
-    if key.revision and not is_local_model(key.model):
+    if key.revision and not key.hub and not is_local_model(key.model):
         kwargs["revision"] = key.revision
     if key.device_map:
         kwargs["device_map"] = key.device_map
@@ -149,7 +197,7 @@ def load_pipeline(key: PipelineKey) -> Any:
     # Without tokenizer files transformers builds a tokenizer of special tokens only: every word would be
     # unknown and the answers meaningless, so refuse it here.
     if tokenizer is not None and len(tokenizer) <= len(set(tokenizer.all_special_ids)):
-        raise ModelLoadError(key.task, key.model, "the model has no tokenizer files (tokenizer.json, or "
+        raise ModelLoadError(key.task, key.label, "the model has no tokenizer files (tokenizer.json, or "
                              "tokenizer_config.json with its vocabulary files); add them from the model's "
                              "repository")
     # Whisper batching needs a pad token; several checkpoints ship without one.
@@ -176,14 +224,27 @@ def offload_folder(key: PipelineKey) -> str:
     return str(Path(tempfile.gettempdir()) / "pipeline-studio-offload" / digest)
 
 
+_SERVER_PATH = re.compile(r"(?<![\w:/])(?:~|\.{1,2})?/(?:[^\s/'\"`]+/)*([^\s/'\"`]+)")
+
+
+def scrub_paths(text: str) -> str:
+    """A message with every file path cut to its last part: visitors read these."""
+    return _SERVER_PATH.sub(lambda m: m.group(1), text)
+
+
 def explain_load_error(key: PipelineKey, exc: BaseException, offline: bool) -> str:
-    """Turn a loader exception into one sentence saying the cause."""
+    """Turn a loader exception into one sentence saying the cause (no server path in it)."""
+    return scrub_paths(_explain(key, exc, offline))
+
+
+def _explain(key: PipelineKey, exc: BaseException, offline: bool) -> str:
     low = f"{type(exc).__name__}: {exc}".lower()
     detail = _first_line(exc)
     if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in low:
         return f"out of memory on {key.device_map or key.device} while loading ({detail})"
-    if not is_local_model(key.model) and (key.model.startswith(("/", ".", "~")) or "\\" in key.model):
-        return f"no model folder at {key.model}"
+    local = not key.hub and is_local_model(key.model)
+    if not key.hub and not local and (key.model.startswith(("/", ".", "~")) or "\\" in key.model):
+        return f"no model folder {model_label(key.model)!r}"
     if "device string: disk" in low:
         return ("with this --max-memory even the model's first layers would be offloaded to disk; "
                 "give the first device more memory")
@@ -198,7 +259,7 @@ def explain_load_error(key: PipelineKey, exc: BaseException, offline: bool) -> s
     elif fits_task is False or any(w in low for w in ("unrecognized configuration", "should either be",
                                                       "is not supported", "does not support")):
         return f"not a model for the task {key.task} ({detail})"
-    if is_local_model(key.model):
+    if local:
         return f"the model folder is incomplete or corrupt ({detail})"
     hub_words = ("offline", "connect", "valid model identifier", "entrynotfound", "repositorynotfound",
                  "not found", "couldn't find", "cannot find", "resolve", "network", "timed out", "hub")
@@ -210,6 +271,8 @@ def explain_load_error(key: PipelineKey, exc: BaseException, offline: bool) -> s
 
 def _supports_task(key: PipelineKey) -> bool | None:
     """Whether a local folder's config fits the task's model classes; None when unknown."""
+    if key.hub:
+        return None
     try:
         from transformers import AutoConfig
         from transformers.pipelines import SUPPORTED_TASKS
@@ -270,13 +333,13 @@ class PipelineRegistry:
     def key_for(self, task: str, model: str | None = None, revision: str | None = None) -> PipelineKey:
         if task not in TASKS and model is None:
             raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
-        model = model or self.default_model(task)
+        model, hub = model_source(task, model or self.default_model(task), self.settings)
         spec = TASKS.get(task)
         if revision is None and spec is not None and model == spec.default_model:
             revision = spec.revision
         p = self.placement
         return PipelineKey(task, model, revision, p.device, p.dtype_name, p.device_map, p.max_memory,
-                           p.quantization)
+                           p.quantization, hub)
 
     def get(self, task: str, model: str | None = None, revision: str | None = None) -> Any:
         """The pipeline for (task, model), loading it once however many threads ask."""
@@ -306,7 +369,7 @@ class PipelineRegistry:
             pipe = self._loader(key)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes one clear error
             error = exc if isinstance(exc, ModelLoadError) else ModelLoadError(
-                key.task, key.model, explain_load_error(key, exc, self.settings.offline or _hub_offline()))
+                key.task, key.label, explain_load_error(key, exc, self.settings.offline or _hub_offline()))
             with self._lock:
                 del self._pending[key]
             pending.error = error
@@ -375,7 +438,7 @@ def _describe(entry: LoadedPipeline) -> dict[str, Any]:
     return {
         "id": key.id,
         "task": key.task,
-        "model": key.model,
+        "model": key.label,
         "device": ", ".join(sorted(per_device)) if key.device_map else key.device,
         "dtype": f"{key.dtype}, {key.quantization}" if key.quantization else key.dtype,
         "parameters": params,

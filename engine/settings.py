@@ -10,6 +10,7 @@ from typing import Any, Mapping
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
 DEVICE_MAP_CHOICES = ("none", "auto")
+MIN_ADMIN_TOKEN = 16
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class Settings:
     allow_urls: bool = field(default=False, metadata={"help": "accept public http(s) URLs as inputs"})
     auth: str | None = field(default=None, metadata={"help": "user:pass required to open the app"})
     auth_file: str | None = field(default=None, metadata={"help": "file of user:pass lines required to open the app"})
+    admin_token: str | None = field(
+        default=None, repr=False, metadata={"help": "secret that unlocks the Models panel's unload actions (at least 16 "
+                                        "characters; prefer the env var, flags show in ps); unset: no visitor "
+                                        "can unload"})
     # Limits: named here so handlers never hold magic numbers.
     max_file_mb: float = field(default=200.0, metadata={"help": "largest upload in MB"})
     max_audio_seconds: float = field(default=4 * 3600.0, metadata={"help": "longest audio accepted, in seconds"})
@@ -87,6 +92,9 @@ class Settings:
             raise ValueError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, not {self.dtype!r}")
         if self.max_loaded < 1:
             raise ValueError("max_loaded must be at least 1")
+        if self.admin_token is not None and len(self.admin_token) < MIN_ADMIN_TOKEN:
+            raise ValueError(f"admin_token must be at least {MIN_ADMIN_TOKEN} characters (e.g. "
+                             "python -c 'import secrets; print(secrets.token_urlsafe())')")
 
     def model_for(self, task: str) -> str | None:
         """The model given at start for a task, if any."""

@@ -97,10 +97,11 @@ def model_window(pipe) -> float:
     return float(getattr(pipe.feature_extractor, "chunk_length", None) or DEFAULT_WINDOW_S)
 
 
-def offers_language(model: str) -> bool:
-    """Whether a model takes a language and a translate task (multilingual Whisper), without loading it."""
+def offers_language(model: str, local: bool = True) -> bool:
+    """Whether a model takes a language and a translate task (multilingual Whisper), without loading it.
+    local=False: a Hub id, judged by its name (a folder of that name on the server is not read)."""
     folder = Path(model).expanduser()
-    if folder.is_dir():
+    if local and folder.is_dir():
         for name, key in (("generation_config.json", "is_multilingual"), ("config.json", "model_type")):
             try:
                 data = json.loads((folder / name).read_text(encoding="utf-8"))

@@ -123,7 +123,7 @@ def test_zero_shot_scores_exactly_the_labels_given(quick, tiny_model):
     scores = _confidences(result)
     assert set(scores) == {"technology", "sports", "cooking"}
     assert sum(scores.values()) == pytest.approx(1.0, abs=1e-4)
-    with pytest.raises(AppError, match="4 labels given; at most 3"):
+    with pytest.raises(AppError, match="4 candidate labels given; at most 3"):
         client.predict("text", "a, b, c, d", False, api_name="/predict")
     assert set(NLI_LABELS.values()).isdisjoint(scores)
 

@@ -1,3 +1,4 @@
+import shutil
 import threading
 import time
 import weakref
@@ -6,7 +7,7 @@ import pytest
 import torch
 
 from engine.errors import StudioError
-from engine.registry import (TASKS, ModelLoadError, ModelNotAllowed, PipelineRegistry, allowed_models,
+from engine.registry import (model_source, TASKS, ModelLoadError, ModelNotAllowed, PipelineRegistry, allowed_models,
                              check_model_allowed)
 from engine.settings import Settings
 
@@ -132,7 +133,8 @@ def test_status_and_unload():
 
 def test_model_allow_list():
     s = Settings(image_model="/models/mine")
-    assert allowed_models("image-classification", s)[0] == "/models/mine"
+    assert allowed_models("image-classification", s)[0] == "mine"  # shown by name, never the server's path
+    assert model_source("image-classification", "mine", s) == ("/models/mine", False)
     check_model_allowed("image-classification", "google/vit-base-patch16-224", s)
     with pytest.raises(ModelNotAllowed, match="not offered here"):
         check_model_allowed("image-classification", "evil/model", s)
@@ -141,6 +143,24 @@ def test_model_allow_list():
     for typed in ("/etc/passwd", "../x", "a/b/c", "http://x/y"):
         with pytest.raises(ModelNotAllowed):
             check_model_allowed("image-classification", typed, anyone)
+
+
+def test_a_visitors_owner_name_is_a_hub_id_never_a_server_folder(tmp_path, monkeypatch, tiny_model):
+    """'private/nli' passes as a Hub id; a folder of that name in the server's working directory is not read."""
+    shutil.copytree(tiny_model("bert_nli"), tmp_path / "private" / "nli")
+    monkeypatch.chdir(tmp_path)
+    anyone = Settings(device="cpu", allow_any_model=True, offline=True)
+    check_model_allowed("zero-shot-classification", "private/nli", anyone)
+    reg = PipelineRegistry(anyone)
+    key = reg.key_for("zero-shot-classification", "private/nli")
+    assert key.hub and key.label == "private/nli"
+    with pytest.raises(ModelLoadError) as found:
+        reg.get("zero-shot-classification", "private/nli")
+    with pytest.raises(ModelLoadError) as missing:
+        reg.get("zero-shot-classification", "private/none")
+    # The same answer whether or not the folder exists: nothing tells a visitor what the server holds.
+    assert str(found.value).replace("private/nli", "X") == str(missing.value).replace("private/none", "X")
+    assert "offline mode is on" in str(found.value) and reg.status() == []
 
 
 # --- the real loader, offline -------------------------------------------------------------
@@ -154,7 +174,7 @@ def test_local_folder_loads_offline_and_runs(tiny_model):
     out = pipe(Image.new("RGB", (40, 40), "red"), top_k=2)
     assert len(out) == 2 and {"label", "score"} <= set(out[0])
     (row,) = reg.status()
-    assert row["model"] == str(folder) and row["parameters"] > 0 and row["memory_bytes"] > 0
+    assert row["model"] == folder.name and row["parameters"] > 0 and row["memory_bytes"] > 0
     assert next(pipe.model.parameters()).dtype == torch.float32
 
 
@@ -167,7 +187,7 @@ def test_hub_id_offline_is_a_clear_error():
 
 def test_missing_folder_and_wrong_task(tmp_path, tiny_model):
     reg = PipelineRegistry(Settings(device="cpu"))
-    with pytest.raises(ModelLoadError, match="no model folder at /no/such/folder"):
+    with pytest.raises(ModelLoadError, match="no model folder 'folder'"):
         reg.get("image-classification", "/no/such/folder")
     broken = tmp_path / "broken"
     broken.mkdir()

@@ -8,8 +8,10 @@ import sys
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from engine.settings import Settings
+from ui.security import Guard, upload_folder
 
 # (tab label, module under ui.tabs, elem_id): the app is this table.
 TABS = (
@@ -66,9 +68,14 @@ def launch(demo: gr.Blocks, settings: Settings, block: bool = True, **extra: Any
     if settings.share and on_spaces:
         print("Share links are not used on Hugging Face Spaces; the Space's own URL is public.", flush=True)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.concurrency)
+    app_kwargs = dict(extra.pop("app_kwargs", None) or {})
+    app_kwargs["middleware"] = [*app_kwargs.get("middleware", ()), Middleware(Guard, upload_folder=upload_folder,
+                                                                                   blocks=demo)]
+    # show_error=False: a gr.Error (every message the handlers give) still reaches the visitor; Gradio's own
+    # exception texts, which name server folders and Python objects, do not.
     result = demo.launch(server_name=settings.host, server_port=settings.port, share=share,
                          auth=auth_pairs(settings), max_file_size=f"{settings.max_file_mb:g}mb",
-                         prevent_thread_lock=True, show_error=True, **extra)
+                         prevent_thread_lock=True, show_error=False, app_kwargs=app_kwargs, **extra)
     if share and not demo.share_url:
         print(f"No public share link could be made (Gradio's share server is unreachable from here or "
               f"its tunnel client is missing); the app is serving locally at {demo.local_url}",

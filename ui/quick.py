@@ -21,8 +21,12 @@ import numpy as np
 
 from engine.audio import decode_audio
 from engine.errors import InputError, StudioError
+from engine.registry import model_label
 from engine.settings import Settings
-from ui.common import user_errors
+from engine.text import parse_labels
+from engine.vision import ACCEPTED as IMAGE_ACCEPTED
+from engine.vision import load_image
+from ui.common import hand_over_path, user_errors
 from ui.zerogpu import gpu
 
 TOP_K = 5
@@ -30,8 +34,9 @@ ALIASES = MappingProxyType({"ner": "token-classification", "sentiment-analysis":
                             "image-to-text": "image-text-to-text"})
 # The Settings fields quick-launch takes as flags (the per-tab model choices do not apply).
 SETTINGS_FLAGS = ("host", "port", "share", "device", "dtype", "device_map", "max_memory", "offline", "auth",
-                  "auth_file", "max_file_mb", "max_audio_seconds", "max_image_pixels", "max_labels",
-                  "max_text_chars", "max_question_chars", "max_new_tokens", "queue_size", "concurrency")
+                  "auth_file", "max_file_mb", "max_audio_seconds", "min_audio_seconds", "max_image_pixels",
+                  "max_labels", "max_label_chars", "max_text_chars", "max_question_chars", "max_new_tokens",
+                  "queue_size", "concurrency")
 
 
 class QuickLaunchError(StudioError, ValueError):
@@ -72,23 +77,15 @@ def _text(settings: Settings, value: str | None, what: str = "text") -> str:
     return text
 
 
-def _image(settings: Settings, image: Any):
-    if image is None:
-        raise InputError("Upload an image (PNG, JPEG, WebP...).")
-    pixels = image.width * image.height
-    if pixels > settings.max_image_pixels:
-        raise InputError(f"The image has {pixels:,} pixels ({image.width}x{image.height}); at most "
-                         f"{settings.max_image_pixels:,} are accepted.")
-    return image.convert("RGB")
+def _image(settings: Settings, path: str | None):
+    """The upload's path, read as the Image tab reads it: sizes from the header first, then upright RGB."""
+    if not path:
+        raise InputError(f"No image was given; upload one ({IMAGE_ACCEPTED}).")
+    return load_image(path, settings.max_image_pixels)
 
 
 def _labels(settings: Settings, value: str | None) -> list[str]:
-    labels = list(dict.fromkeys(s.strip() for s in (value or "").split(",") if s.strip()))
-    if not labels:
-        raise InputError("Enter at least one candidate label, separated by commas (e.g. sports, politics).")
-    if len(labels) > settings.max_labels:
-        raise InputError(f"{len(labels)} labels given; at most {settings.max_labels} are accepted.")
-    return labels
+    return list(parse_labels(value, settings.max_labels, settings.max_label_chars))
 
 
 def _audio(pipe: Any, settings: Settings, path: str | None) -> np.ndarray:
@@ -264,7 +261,8 @@ def _audio_in(pipe, settings):
 
 
 def _image_in(pipe, settings):
-    return [gr.Image(type="pil", image_mode="RGB", label="Image", elem_id="quick-image")]
+    # The path, not a decoded image: gr.Image(type="pil") decodes every upload before any check.
+    return [hand_over_path(gr.Image(type="filepath", label="Image", elem_id="quick-image"))]
 
 
 def _text_in(pipe, settings, label="Text", placeholder=""):
@@ -386,11 +384,11 @@ def build_interface(pipe: Any, task: str | None = None, settings: Settings | Non
         result = run(*values)
         return result[0] if len(outputs) == 1 else result
 
-    name = str(getattr(getattr(pipe, "model", None), "name_or_path", "") or "model")
+    name = model_label(str(getattr(getattr(pipe, "model", None), "name_or_path", "") or "model"))
     examples = spec.examples(pipe, settings) if spec.examples else None
     return gr.Interface(predict, inputs, outputs, examples=examples, cache_examples=False,
                         api_name="predict", flagging_mode="never",
-                        title=f"{Path(name).name if Path(name).is_dir() else name} · {task}",
+                        title=f"{name} · {task}",
                         description=f"{spec.summary} Model: `{name}`. API: `/predict`.")
 
 
@@ -496,6 +494,8 @@ def main(argv: list[str] | None = None) -> None:
             raise QuickLaunchError(f"no default model for {task}; pass --model")
         registry = PipelineRegistry(settings)
         model = args.model or registry.default_model(task)
+        if Path(model).expanduser().is_dir():  # the operator's folder, even where it reads like 'owner/name'
+            model = str(Path(model).expanduser().resolve())
         where = registry.placement.device_map and "device_map=auto" or registry.placement.device
         print(f"Loading {model} for {task} on {where} ...", file=sys.stderr, flush=True)
         pipe = registry.get(task, model)

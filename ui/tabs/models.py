@@ -1,6 +1,8 @@
-"""Models panel: what is loaded, where, in which dtype, how much memory; unload."""
+"""Models panel: what is loaded, where, in which dtype, how much memory; unloading for the operator."""
 
 from __future__ import annotations
+
+import secrets
 
 import gradio as gr
 
@@ -8,6 +10,9 @@ from ui.common import standalone, user_errors
 
 COLUMNS = ["model", "task", "device", "dtype", "parameters", "memory (MB)", "memory by device (MB)",
            "load (s)", "last used"]
+NO_ADMIN = ("Unloading is for the server's operator: start the app with an admin token (environment "
+            "variable `STUDIO_ADMIN_TOKEN`, 16 characters or more) and enter it here.")
+WRONG_TOKEN = "Unloading is for the server's operator, and that admin token is not the one the server was started with."
 
 
 def status_table(registry) -> list[list]:
@@ -19,6 +24,12 @@ def status_table(registry) -> list[list]:
     return rows
 
 
+def is_admin(settings, token: str | None) -> bool:
+    """The operator's token, compared in constant time; no token set means nobody is admin."""
+    expected = settings.admin_token
+    return bool(expected) and secrets.compare_digest((token or "").encode(), expected.encode())
+
+
 def build(registry, settings) -> None:
     placement = registry.placement
     where = f"device_map=auto ({placement.device})" if placement.device_map else placement.device
@@ -26,28 +37,53 @@ def build(registry, settings) -> None:
                 f"recently used is unloaded first). Device: **{where}**, dtype: **{placement.dtype_name}**.")
     table = gr.Dataframe(headers=COLUMNS, value=lambda: status_table(registry), interactive=False,
                          elem_id="models-table", label="Loaded pipelines")
-    with gr.Row():
-        choice = gr.Dropdown(label="Loaded pipeline", choices=[], elem_id="models-choice")
-        refresh = gr.Button("Refresh", elem_id="models-refresh")
-        unload = gr.Button("Unload", variant="stop", elem_id="models-unload")
+    refresh = gr.Button("Refresh", elem_id="models-refresh")
+    refresh.click(lambda: status_table(registry), outputs=table, api_name="models_status")
+    parent = gr.context.Context.block
+    if not settings.admin_token:
+        gr.Markdown(NO_ADMIN, elem_id="models-admin-note")
+        if isinstance(parent, gr.Tab):  # refresh whenever the panel is opened
+            parent.select(lambda: status_table(registry), outputs=table, api_name=False, queue=False)
+        return
+    with gr.Accordion("Operator: unload models", open=False, elem_id="models-admin"):
+        token = gr.Textbox(label="Admin token", type="password", elem_id="models-token")
+        with gr.Row():
+            choice = gr.Dropdown(label="Loaded pipeline", choices=[], elem_id="models-choice", scale=3)
+            unload = gr.Button("Unload", variant="stop", elem_id="models-unload", scale=1)
+            unload_all = gr.Button("Unload all", variant="stop", elem_id="models-unload-all", scale=1)
 
     def refresh_fn():
         ids = [s["id"] for s in registry.status()]
         return status_table(registry), gr.Dropdown(choices=ids, value=ids[0] if ids else None)
 
     @user_errors
-    def unload_fn(key_id):
+    def unload_fn(key_id, admin_token):
+        if not is_admin(settings, admin_token):
+            raise gr.Error(WRONG_TOKEN, print_exception=False)
         if not key_id:
-            raise gr.Error("Choose a loaded pipeline to unload.")
+            raise gr.Error("Choose a loaded pipeline to unload.", print_exception=False)
         if not registry.unload(key_id):
-            raise gr.Error(f"{key_id} is not loaded any more.")
+            raise gr.Error(f"{key_id} is not loaded any more.", print_exception=False)
+        gr.Info(f"Unloaded {key_id}.")
         return refresh_fn()
 
-    refresh.click(refresh_fn, outputs=[table, choice], api_name="models_status")
-    parent = gr.context.Context.block
-    if isinstance(parent, gr.Tab):  # refresh whenever the panel is opened
+    @user_errors
+    def unload_all_fn(admin_token):
+        if not is_admin(settings, admin_token):
+            raise gr.Error(WRONG_TOKEN, print_exception=False)
+        count = len(registry.status())
+        registry.unload_all()
+        gr.Info(f"Unloaded {count} pipeline{'s' * (count != 1)}.")
+        return refresh_fn()
+
+    refresh.click(refresh_fn, outputs=[table, choice], api_name=False, queue=False)
+    if isinstance(parent, gr.Tab):
         parent.select(refresh_fn, outputs=[table, choice], api_name=False, queue=False)
-    unload.click(unload_fn, inputs=choice, outputs=[table, choice], api_name="unload_model")
+    # Hidden from the API docs and gradio_client; the check above refuses anyone without the token.
+    unload.click(unload_fn, inputs=[choice, token], outputs=[table, choice], api_name="unload_model",
+                 api_visibility="private")
+    unload_all.click(unload_all_fn, inputs=token, outputs=[table, choice], api_name="unload_all",
+                     api_visibility="private")
 
 
 def demo(registry, settings) -> gr.Blocks:

@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 
 from engine.errors import InputError
-from engine.registry import allowed_models, check_model_allowed
+from engine.registry import allowed_models, check_model_allowed, model_source
 from engine.speech import (MAX_BEAMS, MODES, TIMESTAMPS, Transcript, TranscribeOptions, decode_audio,
                            offers_language, transcribe, whisper_languages)
 from engine.subtitles import write_all
@@ -51,6 +51,10 @@ def _file_stem(path: str) -> str:
 
 def build(registry, settings) -> None:
     models = allowed_models(TASK, settings)
+
+    def language_offered(choice: str) -> bool:
+        source, hub = model_source(TASK, choice, settings)
+        return offers_language(source, local=not hub and choice in models)  # a typed name reads no folder
     max_batch = max(1, settings.max_batch_size)
 
     gr.Markdown("Transcribe speech with a `transformers` speech-recognition pipeline: drop a file "
@@ -62,7 +66,7 @@ def build(registry, settings) -> None:
             model = gr.Dropdown(models, value=models[0], label="Model", elem_id="speech-model",
                                 allow_custom_value=settings.allow_any_model)
             timestamps = gr.Radio(list(TIMESTAMPS), value="segments", label="Timestamps", elem_id="speech-timestamps")
-            with gr.Row(visible=offers_language(models[0]), elem_id="speech-language-row") as language_row:
+            with gr.Row(visible=language_offered(models[0]), elem_id="speech-language-row") as language_row:
                 language = gr.Dropdown([("Detect automatically", AUTO_LANGUAGE), *whisper_languages()],
                                        value=AUTO_LANGUAGE, label="Language", elem_id="speech-language")
                 task = gr.Radio(["transcribe", "translate"], value="transcribe", label="Task",
@@ -135,7 +139,7 @@ def build(registry, settings) -> None:
         return summary(result, elapsed), rows, gr.Dataframe(value=word_rows, visible=bool(word_rows)), None
 
     def language_visible(model_name: str):
-        return gr.Row(visible=offers_language(model_name or ""))
+        return gr.Row(visible=language_offered(model_name or ""))
 
     run.click(transcribe_audio, [audio, model, timestamps, mode, language, task, batch, beams],
               [text, segments, files, result_state], api_name="transcribe").then(
