@@ -48,7 +48,8 @@ def build(registry, settings) -> None:
     with gr.Accordion("Operator: unload models", open=False, elem_id="models-admin"):
         token = gr.Textbox(label="Admin token", type="password", elem_id="models-token")
         with gr.Row():
-            choice = gr.Dropdown(label="Loaded pipeline", choices=[], elem_id="models-choice", scale=3)
+            choice = gr.Dropdown(label="Loaded pipeline", choices=[], elem_id="models-choice", scale=3,
+                                 allow_custom_value=True)  # checked by registry.unload
             unload = gr.Button("Unload", variant="stop", elem_id="models-unload", scale=1)
             unload_all = gr.Button("Unload all", variant="stop", elem_id="models-unload-all", scale=1)
 
