@@ -6,7 +6,7 @@ import re
 import shutil
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -325,6 +325,7 @@ class PipelineRegistry:
         self._lock = threading.Lock()
         self._loaded: OrderedDict[PipelineKey, LoadedPipeline] = OrderedDict()
         self._pending: dict[PipelineKey, _Pending] = {}
+        self.events: deque[str] = deque(maxlen=20)  # what was unloaded by the registry itself, and why
         self.loads = 0  # how many times the loader ran; read by tests and benchmarks
 
     def default_model(self, task: str) -> str:
@@ -356,17 +357,14 @@ class PipelineRegistry:
             owner = pending is None
             if owner:
                 pending = self._pending[key] = _Pending()
-                evicted = self._pop_lru(room_for=1)
         if not owner:
             pending.done.wait()
             if pending.error is not None:
                 raise pending.error
             return pending.pipeline
-        self._release(evicted)
         started = time.perf_counter()
         try:
-            self.loads += 1
-            pipe = self._loader(key)
+            pipe = self._load_making_room(key)
         except BaseException as exc:  # noqa: BLE001 - every failure becomes one clear error
             error = exc if isinstance(exc, ModelLoadError) else ModelLoadError(
                 key.task, key.label, explain_load_error(key, exc, self.settings.offline or _hub_offline()))
@@ -380,11 +378,33 @@ class PipelineRegistry:
         with self._lock:
             self._loaded[key] = entry
             del self._pending[key]
+            # Only now, with the new pipeline working, does the least recently used one make room.
             evicted = self._pop_lru(room_for=0)
+        self._note_unloaded(evicted, f"to make room for {key.label} (at most {self.settings.max_loaded} "
+                                     "loaded, --max-loaded)")
         pending.pipeline = pipe
         pending.done.set()
         self._release(evicted)
         return pipe
+
+    def _load_making_room(self, key: PipelineKey) -> Any:
+        """The loader's pipeline; out of memory, the least recently used pipelines go one by one and it
+        tries again. Nothing is unloaded for a load that fails for any other reason."""
+        while True:
+            try:
+                self.loads += 1
+                return self._loader(key)
+            except torch.OutOfMemoryError:
+                with self._lock:
+                    evicted = [self._loaded.popitem(last=False)[1]] if self._loaded else []
+                if not evicted:
+                    raise
+                self._note_unloaded(evicted, f"{key.label} ran out of memory while loading")
+                self._release(evicted)
+
+    def _note_unloaded(self, entries: list[LoadedPipeline], why: str) -> None:
+        for entry in entries:
+            self.events.append(f"{time.strftime('%H:%M:%S')} unloaded {entry.key.label} ({entry.key.task}) {why}")
 
     def _pop_lru(self, room_for: int) -> list[LoadedPipeline]:
         out = []

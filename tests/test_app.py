@@ -19,9 +19,10 @@ def test_models_panel_api_reports_loaded_pipelines_by_folder_name(make_settings,
     registry = PipelineRegistry(settings)
     url = serve(build_app(settings, registry), settings)
     client = Client(url, verbose=False)
-    assert client.predict(api_name="/models_status")["data"] == []
+    table, events = client.predict(api_name="/models_status")
+    assert table["data"] == [] and events == ""
     registry.get("image-classification")
-    (row,) = client.predict(api_name="/models_status")["data"]
+    (row,) = client.predict(api_name="/models_status")[0]["data"]
     folder = tiny_model("vit_classifier")
     # The folder's name, never the server's path to it.
     assert row[0] == Path(folder).name and row[1] == "image-classification" and row[2] == "cpu"

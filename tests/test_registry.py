@@ -89,6 +89,59 @@ def test_lru_eviction_beyond_max_loaded_frees_the_model():
     assert ref() is None, "an evicted model must be garbage collected"
 
 
+def test_a_failed_load_unloads_nothing(monkeypatch):
+    """With the registry full, a model that cannot load (a Hub model while offline) leaves the working one."""
+    monkeypatch.setattr("engine.registry._hub_offline", lambda: True)
+
+    def loader(key):
+        if key.model == "nobody/offline":
+            raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
+        return FakePipe(key)
+
+    reg = registry(loader, max_loaded=1)
+    working = reg.get("image-classification", "m/working")
+    with pytest.raises(ModelLoadError, match="offline mode is on"):
+        reg.get("image-classification", "nobody/offline")
+    assert [s["model"] for s in reg.status()] == ["m/working"] and list(reg.events) == []
+    assert reg.get("image-classification", "m/working") is working  # no reload either
+
+
+def test_a_successful_load_evicts_and_says_so():
+    reg = registry(CountingLoader(), max_loaded=1)
+    reg.get("image-classification", "m/a")
+    reg.get("image-classification", "m/b")
+    assert [s["model"] for s in reg.status()] == ["m/b"]
+    (event,) = reg.events
+    assert "unloaded m/a (image-classification) to make room for m/b" in event and "--max-loaded" in event
+
+
+def test_out_of_memory_while_loading_unloads_the_oldest_and_tries_again():
+    budget = {"left": 2}
+    held: dict = {}
+
+    def loader(key):
+        if budget["left"] < 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        budget["left"] -= 1
+        pipe = FakePipe(key)
+        held[key.model] = pipe
+        return pipe
+
+    reg = registry(loader, max_loaded=4)
+    reg.get("image-classification", "m/a")
+    reg.get("image-classification", "m/b")
+    original_release = reg._release
+
+    def release(entries):  # what the evicted pipeline held goes back to the budget
+        budget["left"] += len(entries)
+        original_release(entries)
+
+    reg._release = release
+    reg.get("image-classification", "m/c")
+    assert [s["model"] for s in reg.status()] == ["m/b", "m/c"]
+    assert "unloaded m/a" in reg.events[-1] and "m/c ran out of memory while loading" in reg.events[-1]
+
+
 def test_failed_load_is_clear_and_not_cached(monkeypatch):
     monkeypatch.setattr("engine.registry._hub_offline", lambda: False)  # the tests run with HF_HUB_OFFLINE=1
     loader = CountingLoader(fail_times=1)

@@ -199,7 +199,7 @@ def test_without_an_admin_token_there_is_no_unload_at_all(make_settings, serve, 
 def test_the_models_status_names_no_server_path(app, png):
     url, registry, client = app
     classify(client, png)
-    table = client.predict(api_name="/models_status")
+    table, _ = client.predict(api_name="/models_status")
     assert table["data"][0][0] == "vit_classifier"
     assert_for_people(json.dumps(table))
     config = httpx.get(f"{url}config").text  # the page: dropdown choices and values

@@ -24,6 +24,16 @@ def status_table(registry) -> list[list]:
     return rows
 
 
+def recent_unloads(registry) -> str:
+    """What the registry unloaded by itself lately (to make room, or after running out of memory)."""
+    events = list(getattr(registry, "events", ()))[-5:]
+    return "Recently unloaded by the server:\n" + "\n".join(f"- {e}" for e in reversed(events)) if events else ""
+
+
+def status(registry) -> tuple[list[list], str]:
+    return status_table(registry), recent_unloads(registry)
+
+
 def is_admin(settings, token: str | None) -> bool:
     """The operator's token, compared in constant time; no token set means nobody is admin."""
     expected = settings.admin_token
@@ -37,13 +47,24 @@ def build(registry, settings) -> None:
                 f"recently used is unloaded first). Device: **{where}**, dtype: **{placement.dtype_name}**.")
     table = gr.Dataframe(headers=COLUMNS, value=lambda: status_table(registry), interactive=False,
                          elem_id="models-table", label="Loaded pipelines")
+    events = gr.Markdown(lambda: recent_unloads(registry), elem_id="models-events")
     refresh = gr.Button("Refresh", elem_id="models-refresh")
-    refresh.click(lambda: status_table(registry), outputs=table, api_name="models_status")
+
+    def models_status() -> tuple[list[list], str]:
+        """What is loaded: one row per pipeline (model, task, device, dtype, parameters, memory, load time,
+        last use), and what the server unloaded by itself lately.
+
+        Returns:
+            The table of loaded pipelines, and a note of recent automatic unloads (empty if none).
+        """
+        return status(registry)
+
+    refresh.click(models_status, outputs=[table, events], api_name="models_status")
     parent = gr.context.Context.block
     if not settings.admin_token:
         gr.Markdown(NO_ADMIN, elem_id="models-admin-note")
         if isinstance(parent, gr.Tab):  # refresh whenever the panel is opened
-            parent.select(lambda: status_table(registry), outputs=table, api_name=False, queue=False)
+            parent.select(models_status, outputs=[table, events], api_name=False, queue=False)
         return
     with gr.Accordion("Operator: unload models", open=False, elem_id="models-admin"):
         token = gr.Textbox(label="Admin token", type="password", elem_id="models-token")
@@ -55,7 +76,7 @@ def build(registry, settings) -> None:
 
     def refresh_fn():
         ids = [s["id"] for s in registry.status()]
-        return status_table(registry), gr.Dropdown(choices=ids, value=ids[0] if ids else None)
+        return *status(registry), gr.Dropdown(choices=ids, value=ids[0] if ids else None)
 
     @user_errors
     def unload_fn(key_id, admin_token):
@@ -77,13 +98,13 @@ def build(registry, settings) -> None:
         gr.Info(f"Unloaded {count} pipeline{'s' * (count != 1)}.")
         return refresh_fn()
 
-    refresh.click(refresh_fn, outputs=[table, choice], api_name=False, queue=False)
+    refresh.click(refresh_fn, outputs=[table, events, choice], api_name=False, queue=False)
     if isinstance(parent, gr.Tab):
-        parent.select(refresh_fn, outputs=[table, choice], api_name=False, queue=False)
+        parent.select(refresh_fn, outputs=[table, events, choice], api_name=False, queue=False)
     # Hidden from the API docs and gradio_client; the check above refuses anyone without the token.
-    unload.click(unload_fn, inputs=[choice, token], outputs=[table, choice], api_name="unload_model",
+    unload.click(unload_fn, inputs=[choice, token], outputs=[table, events, choice], api_name="unload_model",
                  api_visibility="private")
-    unload_all.click(unload_all_fn, inputs=token, outputs=[table, choice], api_name="unload_all",
+    unload_all.click(unload_all_fn, inputs=token, outputs=[table, events, choice], api_name="unload_all",
                      api_visibility="private")
 
 
