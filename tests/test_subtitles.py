@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import pytest
 import srt
 import webvtt
 
@@ -51,3 +52,59 @@ def test_write_all_writes_four_files(tmp_path):
 def test_no_segments_gives_valid_empty_files():
     assert to_srt(()) == ""
     assert webvtt.from_string(to_vtt(())).captions == []
+
+
+def _spoken(text: str, start: float = 0.0, step: float = 0.5) -> Segment:
+    words = tuple(Word(start + i * step, start + (i + 1) * step, w) for i, w in enumerate(text.split()))
+    return Segment(start, words[-1].end, text, words)
+
+
+LONG = ("the quick brown fox jumps over the lazy dog while the farmer watches from the old wooden gate "
+        "and the sun goes down behind the hills")
+
+
+def test_long_segments_are_split_into_cues_of_two_lines_of_42_characters_at_word_times():
+    from engine.subtitles import SubtitleOptions, cues
+
+    found = cues([_spoken(LONG)], SubtitleOptions())
+    assert len(found) > 1
+    for cue in found:
+        lines = cue.text.split("\n")
+        assert len(lines) <= 2 and all(len(line) <= 42 for line in lines)
+    assert " ".join(c.text.replace("\n", " ") for c in found) == LONG  # nothing lost or repeated
+    words = LONG.split()
+    first_count = len(found[0].text.split())
+    assert found[0].start == 0.0 and found[0].end == first_count * 0.5  # the last word's end
+    assert found[1].start == first_count * 0.5 and found[1].text.split()[0] == words[first_count]
+    srt_cues = list(srt.parse(to_srt([_spoken(LONG)])))
+    assert [c.content for c in srt_cues] == [c.text for c in found]
+
+
+def test_words_per_cue_and_word_level_cues():
+    from engine.subtitles import SubtitleOptions, cues
+
+    seg = _spoken("one two three four five")
+    assert [c.text for c in cues([seg], SubtitleOptions(max_words=2))] == ["one two", "three four", "five"]
+    per_word = cues([seg], SubtitleOptions(word_level=True))
+    assert [(c.start, c.end, c.text) for c in per_word] == [(i * 0.5, (i + 1) * 0.5, w) for i, w in
+                                                          enumerate("one two three four five".split())]
+    captions = webvtt.from_string(to_vtt([seg], SubtitleOptions(word_level=True))).captions
+    assert [c.text for c in captions] == "one two three four five".split()
+
+
+def test_a_segment_without_word_times_is_wrapped_and_timed_by_its_characters():
+    from engine.subtitles import SubtitleOptions, cues
+
+    found = cues([Segment(10.0, 20.0, LONG)], SubtitleOptions(max_line_chars=30, max_lines=1))
+    assert all(len(c.text) <= 30 and "\n" not in c.text for c in found)
+    assert found[0].start == 10.0 and found[-1].end == pytest.approx(20.0)
+    assert all(a.end == pytest.approx(b.start) for a, b in zip(found, found[1:]))
+    unlimited = cues([Segment(10.0, 20.0, LONG)], SubtitleOptions(max_line_chars=0, max_lines=0))
+    assert [(c.start, c.end, c.text) for c in unlimited] == [(10.0, 20.0, LONG)]
+
+
+def test_silence_gets_no_empty_subtitle_files(tmp_path):
+    silent = Transcript("", (), 5.0, "vad", "en", "The audio is silent.")
+    paths = write_all(silent, tmp_path, stem="quiet")
+    assert [p.name for p in paths] == ["quiet.json"]
+    assert json.loads(paths[0].read_text())["note"] == "The audio is silent."
