@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import os
 import sys
 from typing import Any
@@ -71,15 +73,24 @@ def launch(demo: gr.Blocks, settings: Settings, block: bool = True, **extra: Any
     app_kwargs = dict(extra.pop("app_kwargs", None) or {})
     app_kwargs["middleware"] = [*app_kwargs.get("middleware", ()), Middleware(Guard, upload_folder=upload_folder,
                                                                                    blocks=demo)]
+    quiet = extra.pop("quiet", False)
     # show_error=False: a gr.Error (every message the handlers give) still reaches the visitor; Gradio's own
-    # exception texts, which name server folders and Python objects, do not.
-    result = demo.launch(server_name=settings.host, server_port=settings.port, share=share,
-                         auth=auth_pairs(settings), max_file_size=f"{settings.max_file_mb:g}mb",
-                         prevent_thread_lock=True, show_error=False, app_kwargs=app_kwargs, **extra)
+    # exception texts, which name server folders and Python objects, do not. Gradio's start-up lines speak
+    # of launch() arguments, and offline its share attempt prints nine lines of frpc instructions: the
+    # operator gets this app's own lines instead.
+    with contextlib.redirect_stdout(io.StringIO()):
+        result = demo.launch(server_name=settings.host, server_port=settings.port, share=share,
+                             auth=auth_pairs(settings), max_file_size=f"{settings.max_file_mb:g}mb",
+                             prevent_thread_lock=True, show_error=False, app_kwargs=app_kwargs, quiet=True,
+                             **extra)
     if share and not demo.share_url:
         print(f"No public share link could be made (Gradio's share server is unreachable from here or "
               f"its tunnel client is missing); the app is serving locally at {demo.local_url}",
               file=sys.stderr, flush=True)
+    elif not quiet:
+        public = (f" and publicly at {demo.share_url} (anyone with the link; see docs/security.md)"
+                  if demo.share_url else "; --share gives a public link")
+        print(f"pipeline-studio is serving at {demo.local_url}{public}", flush=True)
     if block:
         demo.block_thread()
     return result
