@@ -8,8 +8,8 @@ import gradio as gr
 
 from ui.common import standalone, user_errors
 
-COLUMNS = ["model", "task", "device", "dtype", "parameters", "memory (MB)", "memory by device (MB)",
-           "load (s)", "last used"]
+COLUMNS = ["model", "task", "device", "dtype", "parameters", "memory (MB)", "load (s)", "last used"]
+WIDTHS = ["22%", "20%", "14%", "9%", "10%", "9%", "7%", "9%"]
 NO_ADMIN = ("Unloading is for the server's operator: start the app with an admin token (environment "
             "variable `STUDIO_ADMIN_TOKEN`, 16 characters or more) and enter it here.")
 WRONG_TOKEN = "Unloading is for the server's operator, and that admin token is not the one the server was started with."
@@ -18,9 +18,11 @@ WRONG_TOKEN = "Unloading is for the server's operator, and that admin token is n
 def status_table(registry) -> list[list]:
     rows = []
     for s in registry.status():
-        by_device = ", ".join(f"{d}: {mb}" for d, mb in s["memory_by_device_mb"].items())
-        rows.append([s["model"], s["task"], s["device"], s["dtype"], f"{s['parameters']:,}",
-                     s["memory_mb"], by_device, s["load_seconds"], s["last_used"]])
+        by_device = s["memory_by_device_mb"]
+        # One device: its name. Several (device_map=auto): each with its share of the memory.
+        device = ", ".join(f"{d} ({mb:,.0f} MB)" for d, mb in by_device.items()) if len(by_device) > 1 else s["device"]
+        rows.append([s["model"], s["task"], device, s["dtype"], f"{s['parameters']:,}",
+                     f"{s['memory_mb']:,.1f}", f"{s['load_seconds']:.1f}", s["last_used"]])
     return rows
 
 
@@ -45,8 +47,8 @@ def build(registry, settings) -> None:
     where = f"device_map=auto ({placement.device})" if placement.device_map else placement.device
     gr.Markdown(f"Models load on first use and stay cached (at most {settings.max_loaded}; the least "
                 f"recently used is unloaded first). Device: **{where}**, dtype: **{placement.dtype_name}**.")
-    table = gr.Dataframe(headers=COLUMNS, value=lambda: status_table(registry), interactive=False,
-                         elem_id="models-table", label="Loaded pipelines")
+    table = gr.Dataframe(headers=COLUMNS, value=lambda: status_table(registry), interactive=False, wrap=True,
+                         column_widths=WIDTHS, elem_id="models-table", label="Loaded pipelines")
     events = gr.Markdown(lambda: recent_unloads(registry), elem_id="models-events")
     refresh = gr.Button("Refresh", elem_id="models-refresh")
 
