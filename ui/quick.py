@@ -400,8 +400,10 @@ def infer_task(model: str, offline: bool = False) -> str:
     folder = Path(model).expanduser()
     if folder.is_dir():
         return task_from_config(_read_config(folder / "config.json"), model)
+    from huggingface_hub import is_offline_mode
+
     reason = "offline mode is on"
-    if not offline:
+    if not (offline or is_offline_mode()):  # --offline, or HF_HUB_OFFLINE set outside the app
         try:
             from huggingface_hub import model_info
 
