@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Mapping
 
+from engine import __version__
 from engine.settings import DEVICE_MAP_CHOICES, DTYPE_CHOICES, Settings
 
 
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="app.py",
         description="pipeline-studio: Hugging Face transformers pipelines as a web app. "
                     "Every flag can also be set with its STUDIO_* environment variable.")
+    parser.add_argument("--version", action="version", version=f"pipeline-studio {__version__}")
     add_settings_arguments(parser)
     return parser
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import gradio as gr
 
+from engine import __version__
 from engine.settings import Settings
 
 # (tab label, module under ui.tabs, elem_id): the app is this table.
@@ -31,6 +32,7 @@ def build_app(settings: Settings, registry: Any) -> gr.Blocks:
             for label, module, elem_id in TABS:
                 with gr.Tab(label, id=module, elem_id=elem_id):
                     importlib.import_module(f"ui.tabs.{module}").build(registry, settings)
+        gr.Markdown(f"{TITLE} {__version__}", elem_id="studio-footer")
     return demo
 
 
