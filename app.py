@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
 import sys
+import time
 from collections.abc import Mapping
 
 from engine import __version__
@@ -71,15 +73,33 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     prepare_environment(settings)
+    from ui import zerogpu
+
+    settings = zerogpu.prepare(settings)  # before torch touches CUDA
+    if settings.mcp and importlib.util.find_spec("mcp") is None:
+        raise SystemExit("error: --mcp needs the mcp package: pip install mcp (requirements.txt pins it)")
     from engine.devices import DeviceError
-    from engine.registry import PipelineRegistry
+    from engine.registry import ModelLoadError, PipelineRegistry
     from ui.app import build_app, launch
 
     try:
         registry = PipelineRegistry(settings)
-    except DeviceError as exc:
+        if settings.preload:
+            preload(registry)
+    except (DeviceError, ModelLoadError) as exc:
         raise SystemExit(f"error: {exc}") from None
     launch(build_app(settings, registry), settings)
+
+
+def preload(registry) -> None:
+    """--preload: each tab's default model, loaded before serving (on ZeroGPU models must exist at start)."""
+    from engine.registry import TASKS
+
+    for task in TASKS:
+        started = time.perf_counter()
+        registry.get(task)
+        print(f"Loaded {registry.default_model(task)} for {task} in {time.perf_counter() - started:.1f} s",
+              flush=True)
 
 
 if __name__ == "__main__":
