@@ -68,9 +68,14 @@ def launch(demo: gr.Blocks, settings: Settings, block: bool = True, **extra: Any
     if settings.share and on_spaces:
         print("Share links are not used on Hugging Face Spaces; the Space's own URL is public.", flush=True)
     demo.queue(max_size=settings.queue_size, default_concurrency_limit=settings.concurrency)
+    extra.setdefault("mcp_server", settings.mcp)
     result = demo.launch(server_name=settings.host, server_port=settings.port, share=share,
                          auth=auth_pairs(settings), max_file_size=f"{settings.max_file_mb:g}mb",
                          prevent_thread_lock=True, show_error=True, **extra)
+    if settings.mcp:
+        from ui.mcp import narrow_tools
+
+        narrow_tools(demo)
     if share and not demo.share_url:
         print(f"No public share link could be made (Gradio's share server is unreachable from here or "
               f"its tunnel client is missing); the app is serving locally at {demo.local_url}",
