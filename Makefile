@@ -17,7 +17,7 @@ bench: dev system-test
 	$(TEST_ENV) $(PY) bench/run_all.py
 
 space: setup
-	$(PY) spaces/build.py
+	$(PY) spaces/build.py $(if $(HARDWARE),--hardware $(HARDWARE))
 
 setup: $(VENV)/.runtime-installed
 dev: $(VENV)/.dev-installed

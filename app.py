@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
 import sys
+import time
 from collections.abc import Mapping
 
+from engine import __version__
 from engine.settings import DEVICE_MAP_CHOICES, DTYPE_CHOICES, Settings
 
 
@@ -47,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="app.py",
         description="pipeline-studio: Hugging Face transformers pipelines as a web app. "
                     "Every flag can also be set with its STUDIO_* environment variable.")
+    parser.add_argument("--version", action="version", version=f"pipeline-studio {__version__}")
     add_settings_arguments(parser)
     return parser
 
@@ -69,15 +73,33 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     prepare_environment(settings)
+    from ui import zerogpu
+
+    settings = zerogpu.prepare(settings)  # before torch touches CUDA
+    if settings.mcp and importlib.util.find_spec("mcp") is None:
+        raise SystemExit("error: --mcp needs the mcp package: pip install mcp (requirements.txt pins it)")
     from engine.devices import DeviceError
-    from engine.registry import PipelineRegistry
+    from engine.registry import ModelLoadError, PipelineRegistry
     from ui.app import build_app, launch
 
     try:
         registry = PipelineRegistry(settings)
-    except DeviceError as exc:
+        if settings.preload:
+            preload(registry)
+    except (DeviceError, ModelLoadError) as exc:
         raise SystemExit(f"error: {exc}") from None
     launch(build_app(settings, registry), settings)
+
+
+def preload(registry) -> None:
+    """--preload: each tab's default model, loaded before serving (on ZeroGPU models must exist at start)."""
+    from engine.registry import TASKS
+
+    for task in TASKS:
+        started = time.perf_counter()
+        registry.get(task)
+        print(f"Loaded {registry.default_model(task)} for {task} in {time.perf_counter() - started:.1f} s",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ class Settings:
     offline: bool = field(default=False, metadata={"help": "never contact the Hugging Face Hub (sets HF_HUB_OFFLINE=1)"})
     allow_any_model: bool = field(default=False, metadata={"help": "let users pick any Hub id, not only the curated ones"})
     allow_urls: bool = field(default=False, metadata={"help": "accept public http(s) URLs as inputs"})
+    preload: bool = field(default=False, metadata={"help": "load each tab's default model at start, before serving (always on ZeroGPU)"})
+    mcp: bool = field(default=False, metadata={"help": "also serve the tabs' main endpoints as MCP tools at /gradio_api/mcp/ (needs the mcp package)"})
     auth: str | None = field(default=None, metadata={"help": "user:pass required to open the app"})
     auth_file: str | None = field(default=None, metadata={"help": "file of user:pass lines required to open the app"})
     admin_token: str | None = field(

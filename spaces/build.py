@@ -20,6 +20,15 @@ SYSTEM_PACKAGES = ("tesseract-ocr", "ffmpeg")  # Document tab OCR; audio formats
 MARKER = ".pipeline-studio-space"  # only a folder carrying it is ever emptied
 SHORT_DESCRIPTION = "Transformers pipelines as a web app: speech, vision, docs"
 DEFAULT_HARDWARE = "t4-small"
+LICENSE = "apache-2.0"  # the Hub's id for LICENSE's text
+# Not the builder's Python: transformers 5.24 needs 3.11+ (so ZeroGPU's documented 3.10.13 cannot run it),
+# and 3.11 is what the suite runs on. spaces 0.51 supports 3.10-3.14.
+PYTHON_VERSION = "3.11"
+ZEROGPU = "zero-a10g"  # the flavour's id for create_repo/request_space_hardware; not a suggested_hardware value
+CPU_HARDWARE = ("cpu-basic", "cpu-upgrade")
+# PyPI's torch for Linux is the CUDA build (it runs on CPU too, but brings several GB of CUDA libraries);
+# CPU hardware gets PyTorch's CPU-only wheel from its own index instead.
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 SPACE_COLORS = ("red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray")
 
 
@@ -58,9 +67,27 @@ def default_models() -> list[str]:
     return list(dict.fromkeys(spec.default_model for spec in TASKS.values()))
 
 
+def hardware_names() -> list[str]:
+    """The hardware flavours huggingface_hub knows (what create_repo and request_space_hardware take)."""
+    from huggingface_hub import SpaceHardware
+
+    return [h.value for h in SpaceHardware]
+
+
+def check_hardware(hardware: str) -> str:
+    if hardware not in hardware_names():
+        raise SystemExit(f"error: unknown hardware {hardware!r}; one of: {', '.join(hardware_names())}")
+    return hardware
+
+
 def front_matter(hardware: str = DEFAULT_HARDWARE) -> dict:
-    """The Space's configuration (https://huggingface.co/docs/hub/spaces-config-reference)."""
-    return {
+    """The Space's configuration (https://huggingface.co/docs/hub/spaces-config-reference).
+
+    ZeroGPU is not a suggested_hardware value (only paid flavours are), so a ZeroGPU bundle leaves it out;
+    preload_from_hub puts the default models in the image at build time, not on the first visitor's request.
+    """
+    check_hardware(hardware)
+    meta = {
         "title": "pipeline-studio",
         "emoji": "🧰",
         "colorFrom": "indigo",
@@ -68,14 +95,30 @@ def front_matter(hardware: str = DEFAULT_HARDWARE) -> dict:
         "sdk": "gradio",
         "sdk_version": gradio_version(),
         "app_file": "app.py",
-        "python_version": f"{sys.version_info.major}.{sys.version_info.minor}",
+        "python_version": PYTHON_VERSION,
+        "license": LICENSE,
         "suggested_hardware": hardware,
         "models": default_models(),
+        "preload_from_hub": default_models(),
         "short_description": SHORT_DESCRIPTION,
         "tags": ["transformers", "gradio", "speech-recognition", "image-classification",
-                 "document-question-answering"],
+                 "document-question-answering", "mcp-server"],
         "pinned": False,
     }
+    if hardware.startswith("zero-") or hardware == "cpu-basic":  # ZeroGPU is not a value there; cpu-basic is the default
+        del meta["suggested_hardware"]
+    return meta
+
+
+def space_requirements(hardware: str) -> str:
+    """requirements.txt for the Space: the repository's pins, with a CPU-only torch on CPU hardware."""
+    text = (ROOT / "requirements.txt").read_text(encoding="utf-8")
+    if hardware not in CPU_HARDWARE:
+        return text
+    torch = pinned_version("torch")
+    lines = [f"torch=={torch}+cpu  # CPU-only wheel ({hardware}); PyPI's Linux torch is the CUDA build"
+             if re.match(r"^\s*torch\s*==", line) else line for line in text.splitlines()]
+    return f"--extra-index-url {CPU_TORCH_INDEX}\n" + "\n".join(lines) + "\n"
 
 
 def render_readme(meta: dict, space_id: str) -> str:
@@ -109,7 +152,8 @@ def build_bundle(out: Path | str = DEFAULT_OUT, hardware: str = DEFAULT_HARDWARE
         elif src.is_file():
             shutil.copy2(src, out / name)
     (out / "README.md").write_text(readme, encoding="utf-8")
-    shutil.copy2(ROOT / "requirements.txt", out / "requirements.txt")
+    (out / "requirements.txt").write_text(space_requirements(hardware), encoding="utf-8")
+    shutil.copy2(ROOT / "LICENSE", out / "LICENSE")
     (out / "packages.txt").write_text("\n".join(SYSTEM_PACKAGES) + "\n", encoding="utf-8")
     return out
 
@@ -122,7 +166,9 @@ def bundle_files(out: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(prog="spaces/build.py", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"bundle folder (default {DEFAULT_OUT})")
-    parser.add_argument("--hardware", default=DEFAULT_HARDWARE, help="suggested_hardware in the front matter")
+    parser.add_argument("--hardware", default=DEFAULT_HARDWARE,
+                        help="what the bundle is for: suggested_hardware in the front matter (left out for zero-a10g, "
+                             "ZeroGPU), and a CPU-only torch for cpu-basic/cpu-upgrade")
     args = parser.parse_args(argv)
     out = build_bundle(args.out, args.hardware)
     files = bundle_files(out)

@@ -31,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repo", required=True, metavar="USER/NAME", help="the Space's id")
     parser.add_argument("--private", action="store_true", help="create the Space private")
     parser.add_argument("--hardware", choices=hardware_choices(), metavar="FLAVOR",
-                        help="hardware requested when the Space is created, e.g. cpu-upgrade, t4-small, "
-                             "zero-a10g (ZeroGPU); also written as suggested_hardware")
+                        help="hardware to run on, e.g. cpu-basic, cpu-upgrade, t4-small, zero-a10g (ZeroGPU): "
+                             "requested for a new or an existing Space, and what the bundle is built for")
     parser.add_argument("--out", type=Path, help="bundle folder (default build/space)")
     parser.add_argument("--dry-run", action="store_true", help="build and list what would be uploaded; call nothing")
     return parser
@@ -63,13 +63,17 @@ def main(argv: list[str] | None = None) -> str | None:
     api = HfApi(token=token)
     extra = {"space_hardware": args.hardware} if args.hardware else {}
     api.create_repo(args.repo, repo_type="space", space_sdk="gradio", private=args.private, exist_ok=True, **extra)
+    # delete_patterns="*": files that left the bundle leave the Space too (the upload's own files stay,
+    # and huggingface_hub never deletes .gitattributes).
     api.upload_folder(folder_path=str(out), repo_id=args.repo, repo_type="space",
-                      ignore_patterns=[build.MARKER], commit_message="Deploy pipeline-studio (spaces/deploy.py)")
+                      ignore_patterns=[build.MARKER], delete_patterns=["*"],
+                      commit_message="Deploy pipeline-studio (spaces/deploy.py)")
+    if args.hardware:  # create_repo only applies it to a new Space
+        runtime = api.request_space_hardware(args.repo, args.hardware)
+        print(f"Hardware requested: {args.hardware} (now {getattr(runtime, 'hardware', None) or 'starting'}; "
+              "paid hardware is billed to the Space's owner)", file=sys.stderr)
     url = f"{constants.ENDPOINT}/spaces/{args.repo}"
     print(f"Space: {url}")
-    if args.hardware:
-        print("Hardware is set when a Space is created; change an existing Space's hardware in its Settings.",
-              file=sys.stderr)
     return url
 
 

@@ -49,17 +49,39 @@ def test_front_matter_is_a_valid_space_config(bundle):
 
     meta = _front_matter(bundle / "README.md")
     required = {"title", "emoji", "colorFrom", "colorTo", "sdk", "sdk_version", "app_file", "python_version",
-                "suggested_hardware", "models", "short_description"}
+                "suggested_hardware", "models", "short_description", "license", "preload_from_hub"}
     assert required <= set(meta)
     assert meta["sdk"] == "gradio" and meta["sdk_version"] == gradio.__version__
     assert meta["app_file"] == "app.py" and (bundle / meta["app_file"]).is_file()
-    assert meta["python_version"] == f"{sys.version_info.major}.{sys.version_info.minor}"  # a string, not 3.1
+    assert meta["python_version"] == "3.11"  # chosen (transformers 5.24 needs 3.11+), a string, not 3.1
     assert {meta["colorFrom"], meta["colorTo"]} <= {"red", "yellow", "green", "blue", "indigo", "purple", "pink",
                                                    "gray"}
     assert meta["suggested_hardware"] in {h.value for h in SpaceHardware}
     assert meta["models"] == list(dict.fromkeys(spec.default_model for spec in TASKS.values()))
+    assert meta["preload_from_hub"] == meta["models"]  # in the image at build time, not on the first request
+    assert meta["license"] == "apache-2.0" and "Apache License" in (bundle / "LICENSE").read_text()
+    assert (ROOT / "LICENSE").read_text() == (bundle / "LICENSE").read_text()
     assert 0 < len(meta["short_description"]) <= 60
     assert 'Client("tester/studio")' in (bundle / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("hardware", ["cpu-basic", "zero-a10g"])
+def test_suggested_hardware_is_only_written_where_the_config_reference_takes_it(build, hardware):
+    meta = build.front_matter(hardware)
+    assert "suggested_hardware" not in meta  # cpu-basic is the default; ZeroGPU is no suggested_hardware value
+    assert build.front_matter("cpu-upgrade")["suggested_hardware"] == "cpu-upgrade"
+    with pytest.raises(SystemExit, match="unknown hardware 'zero-gpu'"):
+        build.front_matter("zero-gpu")
+
+
+def test_cpu_hardware_gets_the_cpu_only_torch_and_gpu_hardware_pypis(build, tmp_path):
+    cpu = build.build_bundle(tmp_path / "cpu", hardware="cpu-basic")
+    lines = (cpu / "requirements.txt").read_text().splitlines()
+    torch = build.pinned_version("torch")
+    assert lines[0] == "--extra-index-url https://download.pytorch.org/whl/cpu"
+    assert [ln.split()[0] for ln in lines if ln.startswith("torch")] == [f"torch=={torch}+cpu"]
+    zero = build.build_bundle(tmp_path / "zero", hardware="zero-a10g")
+    assert (zero / "requirements.txt").read_text() == (ROOT / "requirements.txt").read_text()  # CUDA torch
 
 
 def test_bundle_holds_sources_requirements_and_system_packages(bundle):
@@ -117,6 +139,10 @@ class FakeHfApi:
         self.calls.append(("upload_folder", kwargs))
         return "commit"
 
+    def request_space_hardware(self, repo_id, hardware, **kwargs):
+        self.calls.append(("request_space_hardware", {"repo_id": repo_id, "hardware": hardware, **kwargs}))
+        return None
+
 
 @pytest.fixture
 def fake_hub(monkeypatch):
@@ -133,12 +159,14 @@ def test_deploy_creates_the_space_and_uploads_the_bundle(fake_hub, monkeypatch, 
     url = _load("deploy").main(["--repo", "me/studio", "--private", "--hardware", "t4-small",
                                 "--out", str(tmp_path / "space")])
     assert url == "https://huggingface.co/spaces/me/studio" and f"Space: {url}" in capsys.readouterr().out
-    (_, api), (_, create), (_, upload) = fake_hub
+    (_, api), (_, create), (_, upload), (_, hardware) = fake_hub
     assert api == {"token": "hf_test_token"}
     assert create == {"repo_id": "me/studio", "repo_type": "space", "space_sdk": "gradio", "private": True,
                       "exist_ok": True, "space_hardware": "t4-small"}
     assert upload["folder_path"] == str(tmp_path / "space") and upload["repo_id"] == "me/studio"
     assert upload["repo_type"] == "space" and ".pipeline-studio-space" in upload["ignore_patterns"]
+    assert upload["delete_patterns"] == ["*"]  # files that left the bundle leave the Space
+    assert hardware == {"repo_id": "me/studio", "hardware": "t4-small"}  # an existing Space gets it too
     assert _front_matter(tmp_path / "space" / "README.md")["suggested_hardware"] == "t4-small"
 
 
@@ -150,6 +178,7 @@ def test_deploy_uses_the_cached_login_and_leaves_hardware_alone(fake_hub, monkey
     _load("deploy").main(["--repo", "me/studio", "--out", str(tmp_path / "space")])
     assert fake_hub[0] == ("HfApi", {"token": "hf_cached"})
     assert "space_hardware" not in fake_hub[1][1] and fake_hub[1][1]["private"] is False
+    assert [name for name, _ in fake_hub] == ["HfApi", "create_repo", "upload_folder"]
 
 
 def test_deploy_dry_run_lists_files_and_calls_nothing(fake_hub, tmp_path, capsys):

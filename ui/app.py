@@ -12,6 +12,7 @@ from typing import Any
 import gradio as gr
 from starlette.middleware import Middleware
 
+from engine import __version__
 from engine.settings import Settings
 from ui.security import Guard, upload_folder
 
@@ -35,6 +36,7 @@ def build_app(settings: Settings, registry: Any) -> gr.Blocks:
             for label, module, elem_id in TABS:
                 with gr.Tab(label, id=module, elem_id=elem_id):
                     importlib.import_module(f"ui.tabs.{module}").build(registry, settings)
+        gr.Markdown(f"{TITLE} {__version__}", elem_id="studio-footer")
     return demo
 
 
@@ -74,6 +76,7 @@ def launch(demo: gr.Blocks, settings: Settings, block: bool = True, **extra: Any
     app_kwargs["middleware"] = [*app_kwargs.get("middleware", ()), Middleware(Guard, upload_folder=upload_folder,
                                                                                    blocks=demo)]
     quiet = extra.pop("quiet", False)
+    extra.setdefault("mcp_server", settings.mcp)
     # show_error=False: a gr.Error (every message the handlers give) still reaches the visitor; Gradio's own
     # exception texts, which name server folders and Python objects, do not. Gradio's start-up lines speak
     # of launch() arguments, and offline its share attempt prints nine lines of frpc instructions: the
@@ -83,6 +86,10 @@ def launch(demo: gr.Blocks, settings: Settings, block: bool = True, **extra: Any
                              auth=auth_pairs(settings), max_file_size=f"{settings.max_file_mb:g}mb",
                              prevent_thread_lock=True, show_error=False, app_kwargs=app_kwargs, quiet=True,
                              **extra)
+    if settings.mcp:
+        from ui.mcp import narrow_tools
+
+        narrow_tools(demo)
     if share and not demo.share_url:
         print(f"No public share link could be made (Gradio's share server is unreachable from here or "
               f"its tunnel client is missing); the app is serving locally at {demo.local_url}",

@@ -27,7 +27,7 @@ from engine.text import parse_labels
 from engine.vision import ACCEPTED as IMAGE_ACCEPTED
 from engine.vision import load_image
 from ui.common import hand_over_path, user_errors
-from ui.zerogpu import gpu
+from ui.zerogpu import gpu, quick_seconds
 
 TOP_K = 5
 ALIASES = MappingProxyType({"ner": "token-classification", "sentiment-analysis": "text-classification",
@@ -374,7 +374,8 @@ def build_interface(pipe: Any, task: str | None = None, settings: Settings | Non
     spec = QUICK[task]
     inputs, outputs = spec.inputs(pipe, settings), spec.outputs(pipe)
 
-    @gpu
+    @gpu(duration=quick_seconds)
+    @user_errors  # inside the GPU call too: on ZeroGPU only a gr.Error comes back with its message
     def run(*values: Any) -> tuple:
         call = spec.preprocess(pipe, settings, *values)
         return spec.postprocess(pipe(*call.args, **call.kwargs), call)

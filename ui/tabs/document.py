@@ -11,6 +11,7 @@ from engine.document import MAX_TOP_K, TASK, DocumentAnswers, DocumentQA, render
 from engine.ocr import INSTALL_TESSERACT, TesseractMissing, tesseract_languages
 from engine.registry import allowed_models
 from ui.common import hand_over_path, standalone, user_errors
+from ui.zerogpu import MANY_ITEMS_SECONDS, gpu
 
 ALL_PAGES = "All pages"
 FILE_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pdf"]
@@ -92,10 +93,11 @@ def build(registry, settings) -> None:
     gr.Examples([[str(EXAMPLE), "What is the invoice number?"]], inputs=[file, question],
                 cache_examples=False, label="Example invoice")
 
+    @gpu(duration=MANY_ITEMS_SECONDS)
     @user_errors
     def answer_document(document, question_text, page_choice=ALL_PAGES, model_name=None, ocr_lang="eng",
                         k=3):
-        """Answer a question about a document; returns [{answer, score, page, box}] (box in page pixels)."""
+        """Answer a question about a document (PNG, JPEG, TIFF or PDF; page number or 'All pages') with a document-QA model; returns [{answer, score, page, box}] (box in page pixels)."""
         if not document:
             raise gr.Error("Upload a document first (PNG, JPEG, TIFF or PDF).", print_exception=False)
         result = qa.answer(document, question_text, page=parse_page(page_choice),

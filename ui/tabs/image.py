@@ -11,6 +11,7 @@ from engine.errors import InputError, StudioError
 from engine.registry import allowed_models, check_model_allowed
 from engine.vision import Prediction, classify_with, load_image
 from ui.common import hand_over_path, standalone, user_errors
+from ui.zerogpu import MANY_ITEMS_SECONDS, ONE_ITEM_SECONDS, gpu
 
 TASK = "image-classification"
 TOP_K_MAX = 20
@@ -36,14 +37,17 @@ def build(registry, settings) -> None:
         check_model_allowed(TASK, model, settings)
         return registry.get(TASK, model)
 
+    @gpu(duration=ONE_ITEM_SECONDS)
     @user_errors
     def classify_image(path: str | None, model: str, top_k: float) -> list[dict]:
+        """Classify an image (PNG, JPEG, WebP, GIF, TIFF, BMP) with an image-classification model; returns the top_k labels [{label, score}], best first."""
         if not path:
             raise InputError("No image given; drop, upload or paste an image, or take one with the webcam.")
         image = load_image(path, settings.max_image_pixels)
         (predictions,) = classify_with(batcher, pipeline_for(model), [image], int(top_k))
         return as_json(predictions)
 
+    @gpu(duration=MANY_ITEMS_SECONDS)
     @user_errors
     def classify_images(paths: list[str] | None, model: str, top_k: float):
         paths = [str(p) for p in paths or []]

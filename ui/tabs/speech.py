@@ -15,6 +15,7 @@ from engine.speech import (MAX_BEAMS, MODES, TIMESTAMPS, Transcript, TranscribeO
                            offers_language, transcribe, whisper_languages)
 from engine.subtitles import write_all
 from ui.common import standalone, user_errors
+from ui.zerogpu import gpu, speech_seconds
 
 TASK = "automatic-speech-recognition"
 RATE = 16000  # every offered model's rate; a model with another one gets the audio decoded again
@@ -98,9 +99,11 @@ def build(registry, settings) -> None:
             segments = gr.JSON(label="Segments (what the API returns)", visible=False, elem_id="speech-json")
     result_state = gr.State()
 
+    @gpu(duration=speech_seconds)
     @user_errors
     def transcribe_audio(path: str | None, model_name: str, timestamps_: str, mode_: str, language_: str | None,
                          task_: str, batch_: float, beams_: float, progress=gr.Progress()):
+        """Transcribe speech in an audio file (wav, flac, mp3, ogg, m4a) with a speech-recognition model; returns the transcript text, its segments [{start, end, text}] in seconds, and .srt .vtt .txt .json files."""
         if not path:
             raise InputError("No audio was given; drop, upload or record a file (wav, flac, mp3, ogg, m4a).")
         check_model_allowed(TASK, model_name, settings)

@@ -14,6 +14,7 @@ from engine.registry import allowed_models, check_model_allowed
 from engine.text import (DEFAULT_TEMPLATE, TEXT_FILE_TYPES, ZeroShotResult, check_text, classify_with,
                          parse_labels, parse_texts, read_texts, validate_template)
 from ui.common import hand_over_path, standalone, user_errors
+from ui.zerogpu import MANY_ITEMS_SECONDS, ONE_ITEM_SECONDS, gpu
 
 TASK = "zero-shot-classification"
 EXAMPLE_TEXT = "I have a problem with my iphone that needs to be resolved asap!!"
@@ -64,12 +65,15 @@ def build(registry, settings) -> None:
         return labels, classify_with(batcher, pipe, texts, labels, multi_label, template,
                                      settings.max_pairs_per_forward)
 
+    @gpu(duration=ONE_ITEM_SECONDS)
     @user_errors
     def classify_text(text: str, labels: str, multi_label: bool, template: str, model: str) -> dict:
+        """Score a text against candidate labels (comma-separated) with a zero-shot NLI model; returns {labels, scores}, best first (scores share 1 unless multi_label)."""
         text = check_text(text, settings.max_text_chars)
         _, (result,) = run([text], labels, multi_label, template, model)
         return as_json(result)
 
+    @gpu(duration=MANY_ITEMS_SECONDS)
     @user_errors
     def classify_texts(texts: str, file: str | None, labels: str, multi_label: bool, template: str, model: str):
         if file:
