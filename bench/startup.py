@@ -44,7 +44,7 @@ def serve(argv: list[str]) -> None:
     """The app exactly as app.py builds it, plus a hidden endpoint that loads one task's model."""
     import gradio as gr
 
-    from app import build_parser, prepare_environment, settings_from_args
+    from engine.cli import build_parser, prepare_environment, settings_from_args
     from engine.registry import PipelineRegistry
     from ui.app import build_app, launch
 

@@ -10,7 +10,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
@@ -386,6 +386,16 @@ class PipelineRegistry:
         pending.done.set()
         self._release(evicted)
         return pipe
+
+    def preload(self, tasks: Iterable[str] = TASKS) -> list[tuple[str, str, float]]:
+        """Load each task's default model now (--preload); (task, model, seconds) for each."""
+        done = []
+        for task in tasks:
+            started = time.perf_counter()
+            key = self.key_for(task)
+            self.get_key(key)
+            done.append((task, key.label, time.perf_counter() - started))
+        return done
 
     def _load_making_room(self, key: PipelineKey) -> Any:
         """The loader's pipeline; out of memory, the least recently used pipelines go one by one and it

@@ -115,7 +115,6 @@ def test_every_model_call_of_every_tab_and_quick_launch_runs_inside_a_gpu_call(s
     from gradio_client.exceptions import AppError
     from PIL import Image
 
-    import app as entry
     from engine.registry import PipelineRegistry
     from engine.settings import Settings
     from ui.app import build_app
@@ -128,7 +127,7 @@ def test_every_model_call_of_every_tab_and_quick_launch_runs_inside_a_gpu_call(s
     settings = zerogpu.prepare(given)
     assert settings.preload and not settings.batching and settings.max_audio_seconds == zerogpu.max_audio_seconds()
     registry = PipelineRegistry(settings)
-    entry.preload(registry)  # what app.py does before serving: models exist before any GPU call
+    registry.preload()  # what app.py does before serving: models exist before any GPU call
     assert registry.loads == 4 and stand_in.model_calls == []
 
     seconds = long_speech(tmp_path / "long.wav", 100)

@@ -463,7 +463,7 @@ def task_from_config(config: Mapping[str, Any], model: str = "the model") -> str
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from app import add_settings_arguments
+    from engine.cli import add_settings_arguments
 
     parser = argparse.ArgumentParser(
         prog="app.py quick",
@@ -477,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from app import prepare_environment, settings_from_args
+    from engine.cli import prepare_environment, settings_from_args
 
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -488,6 +488,9 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     prepare_environment(settings)
+    from ui import zerogpu
+
+    settings = zerogpu.prepare(settings)  # before torch touches CUDA
     from engine.registry import TASKS, PipelineRegistry
     from ui.app import launch
 
