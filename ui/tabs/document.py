@@ -10,7 +10,8 @@ import gradio as gr
 from engine.document import MAX_TOP_K, TASK, DocumentAnswers, DocumentQA, render_page
 from engine.ocr import INSTALL_TESSERACT, TesseractMissing, tesseract_languages
 from engine.registry import allowed_models
-from ui.common import hand_over_path, standalone, user_errors
+from engine.urls import URLFetcher
+from ui.common import hand_over_path, standalone, upload_or_url, url_box, user_errors
 
 ALL_PAGES = "All pages"
 FILE_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pdf"]
@@ -52,7 +53,8 @@ def summary(result: DocumentAnswers) -> str:
     return "  \n".join(lines)
 
 
-def build(registry, settings) -> None:
+def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
+    fetcher = fetcher or URLFetcher.from_settings(settings)
     qa = DocumentQA(registry, settings)
     models = allowed_models(TASK, settings)
     try:
@@ -69,6 +71,7 @@ def build(registry, settings) -> None:
         with gr.Column(scale=2):
             file = hand_over_path(gr.File(label="Document: PNG, JPEG, TIFF or PDF", file_types=FILE_TYPES,
                                           type="filepath", elem_id="document-input"))
+            url = url_box(fetcher, "document-url", "https://example.com/invoice.pdf")
             question = gr.Textbox(label="Question", placeholder="What is the invoice number?", lines=1,
                                   max_lines=3, elem_id="document-question")
             with gr.Row():
@@ -94,20 +97,25 @@ def build(registry, settings) -> None:
 
     @user_errors
     def answer_document(document, question_text, page_choice=ALL_PAGES, model_name=None, ocr_lang="eng",
-                        k=3):
+                        k=3, url=None):
         """Answer a question about a document; returns [{answer, score, page, box}] (box in page pixels)."""
-        if not document:
-            raise gr.Error("Upload a document first (PNG, JPEG, TIFF or PDF).", print_exception=False)
-        result = qa.answer(document, question_text, page=parse_page(page_choice),
-                           model=model_name or models[0], lang=ocr_lang or "eng", top_k=int(k or 3))
+        if not document and not (url or "").strip():
+            raise gr.Error("Upload a document first (PNG, JPEG, TIFF or PDF)"
+                           + (" or give its URL." if fetcher.enabled else "."), print_exception=False)
+        page_number = parse_page(page_choice)
+        # A fetched document stays in Gradio's cache like an upload: show() renders its page from it.
+        with upload_or_url(document, url, fetcher, file.GRADIO_CACHE, keep=True) as document:
+            result = qa.answer(document, question_text, page=page_number,
+                               model=model_name or models[0], lang=ocr_lang or "eng", top_k=int(k or 3))
         if result.note:  # pages past the limit, or no text: API callers get it too
             gr.Warning(result.note)
         # Gradio keeps a session's state for an hour after it closes (API sessions too), so the
-        # state carries no page image; show() renders the page again from the upload.
-        return [a.as_dict() for a in result.answers], dataclasses.replace(result, image=None)
+        # state carries no page image, only the document's path; show() renders the page again from it.
+        return [a.as_dict() for a in result.answers], (dataclasses.replace(result, image=None), document)
 
     @user_errors
-    def show(result, document):
+    def show(view):
+        result, document = view or (None, None)
         if result is None or not document:
             return None, [], "", None
         image, _ = render_page(qa.read(document), result.page, settings)
@@ -132,8 +140,8 @@ def build(registry, settings) -> None:
         return (image, [])
 
     gr.on([ask.click, question.submit], answer_document,
-          inputs=[file, question, page, model, lang, top_k], outputs=[raw, view],
-          api_name="answer_document").success(show, inputs=[view, file], outputs=[annotated, table, info, view],
+          inputs=[file, question, page, model, lang, top_k, url], outputs=[raw, view],
+          api_name="answer_document").success(show, inputs=view, outputs=[annotated, table, info, view],
                                                 api_name="document_show", api_visibility="private")
     file.change(open_document, inputs=file, outputs=[page, annotated, table, raw, info],
                 api_name="document_open", api_visibility="private")
@@ -141,5 +149,5 @@ def build(registry, settings) -> None:
                api_visibility="private")
 
 
-def demo(registry, settings) -> gr.Blocks:
-    return standalone(build, registry, settings, "Document question answering")
+def demo(registry, settings, fetcher: URLFetcher | None = None) -> gr.Blocks:
+    return standalone(build, registry, settings, "Document question answering", fetcher=fetcher)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import gradio as gr
@@ -9,8 +10,9 @@ import gradio as gr
 from engine.batching import MicroBatcher, event_concurrency
 from engine.errors import InputError, StudioError
 from engine.registry import allowed_models, check_model_allowed
+from engine.urls import NOT_ENABLED, URLFetcher, url_file_name
 from engine.vision import Prediction, classify_with, load_image
-from ui.common import hand_over_path, standalone, user_errors
+from ui.common import fetch_into, hand_over_path, standalone, upload_or_url, url_box, user_errors
 
 TASK = "image-classification"
 TOP_K_MAX = 20
@@ -27,7 +29,8 @@ def as_label(rows: list[dict] | None) -> dict[str, float] | None:
     return {r["label"]: r["score"] for r in rows} if rows else None
 
 
-def build(registry, settings) -> None:
+def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
+    fetcher = fetcher or URLFetcher.from_settings(settings)
     batcher = MicroBatcher.from_settings(settings)
     models = allowed_models(TASK, settings)
     limit = event_concurrency(settings)
@@ -37,22 +40,52 @@ def build(registry, settings) -> None:
         return registry.get(TASK, model)
 
     @user_errors
-    def classify_image(path: str | None, model: str, top_k: float) -> list[dict]:
-        if not path:
-            raise InputError("No image given; drop, upload or paste an image, or take one with the webcam.")
-        image = load_image(path, settings.max_image_pixels)
-        (predictions,) = classify_with(batcher, pipeline_for(model), [image], int(top_k))
+    def classify_image(path: str | None, model: str, top_k: float, url: str | None = None) -> list[dict]:
+        if not path and not (url or "").strip():
+            raise InputError("No image given; drop, upload or paste an image, or take one with the webcam"
+                             + (", or give its URL." if fetcher.enabled else "."))
+        check_model_allowed(TASK, model, settings)
+        with upload_or_url(path, url, fetcher, image.GRADIO_CACHE) as path:
+            image_ = load_image(path, settings.max_image_pixels)
+        (predictions,) = classify_with(batcher, pipeline_for(model), [image_], int(top_k))
         return as_json(predictions)
 
     @user_errors
-    def classify_images(paths: list[str] | None, model: str, top_k: float):
+    def classify_images(paths: list[str] | None, model: str, top_k: float, urls: str | None = None):
         paths = [str(p) for p in paths or []]
-        if not paths:
-            raise InputError("No images given; upload one or more image files.")
-        if len(paths) > settings.max_images:
-            raise InputError(f"{len(paths)} images given; at most {settings.max_images} are classified at once.")
-        loaded, failed = {}, {}
+        urls_ = [u.strip() for u in (urls or "").splitlines() if u.strip()]
+        if not paths and not urls_:
+            raise InputError("No images given; upload one or more image files"
+                             + (", or give their URLs, one per line." if fetcher.enabled else "."))
+        if len(paths) + len(urls_) > settings.max_images:
+            raise InputError(f"{len(paths) + len(urls_)} images given; at most {settings.max_images} are "
+                             "classified at once.")
+        if urls_ and not fetcher.enabled:
+            raise InputError(NOT_ENABLED)
+        check_model_allowed(TASK, model, settings)
+        folders, names = [], {p: Path(p).name for p in paths}
+        failed = {}
+        try:
+            for i, url in enumerate(urls_):
+                try:
+                    fetched_path = fetch_into(fetcher, url, files.GRADIO_CACHE)
+                    folders.append(fetched_path.parent)
+                    fetched = str(fetched_path)
+                except StudioError as exc:
+                    fetched = f"url-{i}"
+                    failed[fetched] = str(exc)
+                names[fetched] = url_file_name(url)
+                paths.append(fetched)
+            return _classify_many(paths, names, failed, model, top_k)
+        finally:
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def _classify_many(paths: list[str], names: dict[str, str], failed: dict[str, str], model: str, top_k: float):
+        loaded = {}
         for path in paths:
+            if path in failed:
+                continue
             try:
                 loaded[path] = load_image(path, settings.max_image_pixels)
             except StudioError as exc:
@@ -62,7 +95,7 @@ def build(registry, settings) -> None:
         ranked = dict(zip(loaded, classify_with(batcher, pipeline_for(model), list(loaded.values()), int(top_k))))
         gallery, rows = [], []
         for path in paths:
-            name = Path(path).name
+            name = names[path]
             if path in failed:
                 rows.append([name, "(not classified)", None, failed[path]])
                 continue
@@ -86,6 +119,7 @@ def build(registry, settings) -> None:
                     image = hand_over_path(gr.Image(sources=["upload", "clipboard", "webcam"], type="filepath",
                                                     image_mode=None, label="Image (drop, upload, paste or webcam)",
                                                     elem_id="image-input"))
+                    url = url_box(fetcher, "image-url", "https://example.com/photo.jpg")
                     run = gr.Button("Classify", variant="primary", elem_id="image-run")
                     if EXAMPLES:
                         gr.Examples([[p] for p in EXAMPLES], inputs=image, api_name="image_example",
@@ -97,18 +131,19 @@ def build(registry, settings) -> None:
         with gr.Tab("Several images", elem_id="image-many"):
             files = hand_over_path(gr.File(file_count="multiple", file_types=["image"], type="filepath",
                                            label=f"Images (up to {settings.max_images})", elem_id="image-files"))
+            urls = url_box(fetcher, "image-urls", "https://example.com/a.jpg\nhttps://example.com/b.png", many=True)
             run_many = gr.Button("Classify all", variant="primary", elem_id="image-run-many")
             gallery = gr.Gallery(label="Images as the model saw them", columns=6, fit_columns=False, height=260,
                                  object_fit="contain", elem_id="image-gallery")
             table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["str", "str", "number", "str"],
                                  interactive=False, wrap=True, elem_id="image-table", label="Results")
 
-    run.click(classify_image, [image, model, top_k], raw, api_name="classify_image",
+    run.click(classify_image, [image, model, top_k, url], raw, api_name="classify_image",
               concurrency_limit=limit, concurrency_id="image-classify").success(
         as_label, raw, label, api_name="image_show_label", api_visibility="private", queue=False)
-    run_many.click(classify_images, [files, model, top_k], [gallery, table], api_name="classify_images",
+    run_many.click(classify_images, [files, model, top_k, urls], [gallery, table], api_name="classify_images",
                    concurrency_limit=limit, concurrency_id="image-classify")
 
 
-def demo(registry, settings) -> gr.Blocks:
-    return standalone(build, registry, settings, "Image classification")
+def demo(registry, settings, fetcher: URLFetcher | None = None) -> gr.Blocks:
+    return standalone(build, registry, settings, "Image classification", fetcher=fetcher)

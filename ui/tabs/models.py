@@ -19,7 +19,7 @@ def status_table(registry) -> list[list]:
     return rows
 
 
-def build(registry, settings) -> None:
+def build(registry, settings, fetcher=None) -> None:  # fetcher unused: nothing is read from a URL here
     placement = registry.placement
     where = f"device_map=auto ({placement.device})" if placement.device_map else placement.device
     gr.Markdown(f"Models load on first use and stay cached (at most {settings.max_loaded}; the least "

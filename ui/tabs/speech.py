@@ -14,7 +14,8 @@ from engine.registry import allowed_models, check_model_allowed
 from engine.speech import (MAX_BEAMS, MODES, TIMESTAMPS, Transcript, TranscribeOptions, decode_audio,
                            offers_language, transcribe, whisper_languages)
 from engine.subtitles import write_all
-from ui.common import standalone, user_errors
+from engine.urls import URLFetcher
+from ui.common import standalone, upload_or_url, url_box, user_errors
 
 TASK = "automatic-speech-recognition"
 RATE = 16000  # every offered model's rate; a model with another one gets the audio decoded again
@@ -49,7 +50,8 @@ def _file_stem(path: str) -> str:
     return re.sub(r"[^\w.-]+", "_", Path(path).stem).strip("._")[:60] or "transcript"
 
 
-def build(registry, settings) -> None:
+def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
+    fetcher = fetcher or URLFetcher.from_settings(settings)
     models = allowed_models(TASK, settings)
     max_batch = max(1, settings.max_batch_size)
 
@@ -59,6 +61,7 @@ def build(registry, settings) -> None:
         with gr.Column(scale=1):
             audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Audio (drop, upload or record)",
                              elem_id="speech-audio")
+            url = url_box(fetcher, "speech-url", "https://example.com/speech.flac")
             model = gr.Dropdown(models, value=models[0], label="Model", elem_id="speech-model",
                                 allow_custom_value=settings.allow_any_model)
             timestamps = gr.Radio(list(TIMESTAMPS), value="segments", label="Timestamps", elem_id="speech-timestamps")
@@ -96,10 +99,15 @@ def build(registry, settings) -> None:
 
     @user_errors
     def transcribe_audio(path: str | None, model_name: str, timestamps_: str, mode_: str, language_: str | None,
-                         task_: str, batch_: float, beams_: float, progress=gr.Progress()):
-        if not path:
-            raise InputError("No audio was given; drop, upload or record a file (wav, flac, mp3, ogg, m4a).")
+                         task_: str, batch_: float, beams_: float, url: str | None = None, progress=gr.Progress()):
+        if not path and not (url or "").strip():
+            raise InputError("No audio was given; drop, upload or record a file (wav, flac, mp3, ogg, m4a)"
+                             + (" or give its URL." if fetcher.enabled else "."))
         check_model_allowed(TASK, model_name, settings)
+        with upload_or_url(path, url, fetcher, files.GRADIO_CACHE) as path:
+            return _transcribe(path, model_name, timestamps_, mode_, language_, task_, batch_, beams_, progress)
+
+    def _transcribe(path, model_name, timestamps_, mode_, language_, task_, batch_, beams_, progress):
         size_mb = Path(path).stat().st_size / 2**20 if Path(path).is_file() else 0.0
         if size_mb > settings.max_file_mb:
             raise InputError(f"The file is {size_mb:.0f} MB; this server accepts up to {settings.max_file_mb:g} MB.")
@@ -137,7 +145,7 @@ def build(registry, settings) -> None:
     def language_visible(model_name: str):
         return gr.Row(visible=offers_language(model_name or ""))
 
-    run.click(transcribe_audio, [audio, model, timestamps, mode, language, task, batch, beams],
+    run.click(transcribe_audio, [audio, model, timestamps, mode, language, task, batch, beams, url],
               [text, segments, files, result_state], api_name="transcribe").then(
         show, result_state, [info, table, words, result_state], api_name="speech_show", api_visibility="private",
         queue=False)
@@ -145,5 +153,5 @@ def build(registry, settings) -> None:
                  api_visibility="private", queue=False)
 
 
-def demo(registry, settings) -> gr.Blocks:
-    return standalone(build, registry, settings, "Speech")
+def demo(registry, settings, fetcher: URLFetcher | None = None) -> gr.Blocks:
+    return standalone(build, registry, settings, "Speech", fetcher=fetcher)

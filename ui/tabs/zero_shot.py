@@ -51,7 +51,7 @@ def write_csv(headers: list[str], rows: list[list], folder: str | None = None) -
     return str(out)
 
 
-def build(registry, settings) -> None:
+def build(registry, settings, fetcher=None) -> None:  # fetcher unused: texts are typed or uploaded
     batcher = MicroBatcher.from_settings(settings)
     models = allowed_models(TASK, settings)
     limit = event_concurrency(settings)
