@@ -191,7 +191,8 @@ def _parse(url: str) -> _Target:
         host = host.encode("idna").decode("ascii") if not host.isascii() else host
     except UnicodeError:
         raise bad("its host name is not a valid domain name") from None
-    if not host or not re.fullmatch(r"[A-Za-z0-9._:%-]+", host) or (("[" in parts.netloc or ":" in host) and not _is_ip(host)):
+    literal = "[" in parts.netloc or ":" in host
+    if not re.fullmatch(r"[A-Za-z0-9._:%-]+", host) or (literal and not _is_ip(host)):
         raise bad("it has no valid host name")
     port = port or (443 if parts.scheme == "https" else 80)
     shown = f"[{host}]" if ":" in host else host

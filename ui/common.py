@@ -77,6 +77,19 @@ def hand_over_path(component: Component) -> Component:
     return component
 
 
+def open_choices(dropdown: gr.Dropdown) -> gr.Dropdown:
+    """Make a Dropdown that takes values beyond its choices (allow_custom_value) say so in the API docs.
+
+    Gradio 6.31's Dropdown.api_info lists only the choices (`Literal[...]`), so view_api and MCP clients
+    read a value that works (a page number, a Hub id) as invalid. Replaced on the instance, as above.
+    """
+    if dropdown.allow_custom_value:
+        values = [value for _, value in dropdown.choices]
+        info = {"anyOf": [{"type": "string", "enum": values}, {"type": "string"}]} if values else {"type": "string"}
+        dropdown.api_info = lambda: info
+    return dropdown
+
+
 def url_box(fetcher: URLFetcher, elem_id: str, example: str, many: bool = False) -> gr.Textbox:
     """The URL field: shown only with --allow-urls (the API parameter exists either way and is refused when off)."""
     return gr.Textbox(label="...or the file's URLs, one per line" if many else "...or the file's URL",

@@ -11,7 +11,7 @@ from engine.document import MAX_TOP_K, TASK, DocumentAnswers, DocumentQA, render
 from engine.ocr import INSTALL_TESSERACT, TesseractMissing, tesseract_languages
 from engine.registry import allowed_models
 from engine.urls import URLFetcher
-from ui.common import hand_over_path, standalone, upload_or_url, url_box, user_errors
+from ui.common import hand_over_path, open_choices, standalone, upload_or_url, url_box, user_errors
 
 ALL_PAGES = "All pages"
 FILE_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pdf"]
@@ -75,14 +75,15 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
             question = gr.Textbox(label="Question", placeholder="What is the invoice number?", lines=1,
                                   max_lines=3, elem_id="document-question")
             with gr.Row():
-                page = gr.Dropdown([ALL_PAGES], value=ALL_PAGES, label="Page", allow_custom_value=True,
-                                   elem_id="document-page")
+                page = open_choices(gr.Dropdown([ALL_PAGES], value=ALL_PAGES, label="Page", allow_custom_value=True,
+                                                elem_id="document-page"))
                 lang = gr.Dropdown(list(languages), value="eng" if "eng" in languages else languages[0],
                                    label="OCR language", elem_id="document-lang")
             with gr.Row():
-                model = gr.Dropdown(list(models), value=models[0], label="Model", elem_id="document-model",
-                                    allow_custom_value=settings.allow_any_model)
-                top_k = gr.Slider(1, MAX_TOP_K, value=3, step=1, label="Answers (top k)", elem_id="document-top-k")
+                model = open_choices(gr.Dropdown(list(models), value=models[0], label="Model", elem_id="document-model",
+                                                 allow_custom_value=settings.allow_any_model))
+                top_k = gr.Slider(1, MAX_TOP_K, value=3, step=1, precision=0, label="Answers (top k)",
+                                  elem_id="document-top-k")
             ask = gr.Button("Answer", variant="primary", elem_id="document-ask")
             info = gr.Markdown(elem_id="document-info")
         with gr.Column(scale=3):
@@ -90,23 +91,36 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
             table = gr.Dataframe(headers=COLUMNS, interactive=False, elem_id="document-answers",
                                  label="Answers")
             with gr.Accordion("API result (JSON)", open=False):
-                raw = gr.JSON(elem_id="document-json", label="answer_document")
+                raw = gr.JSON(elem_id="document-json", label="Answers")
     view = gr.State(None)
     gr.Examples([[str(EXAMPLE), "What is the invoice number?"]], inputs=[file, question],
                 cache_examples=False, label="Example invoice")
 
     @user_errors
-    def answer_document(document, question_text, page_choice=ALL_PAGES, model_name=None, ocr_lang="eng",
-                        k=3, url=None):
-        """Answer a question about a document; returns [{answer, score, page, box}] (box in page pixels)."""
+    def answer_document(document: str | None = None, question: str = "", page: str = ALL_PAGES, model: str | None = None,
+                        lang: str = "eng", top_k: int = 3, url: str | None = None):
+        """Answer a question about a document (an invoice, a form, a PDF); each answer is boxed on its page.
+
+        Args:
+            document: a PNG, JPEG, TIFF (multi-page too) or PDF file; leave empty when giving url.
+            question: the question, e.g. 'What is the invoice number?'.
+            page: 'All pages', or a page number such as '2'.
+            model: the document question-answering model, one of those the server offers.
+            lang: the Tesseract language used to read pages without a text layer, e.g. 'eng'.
+            top_k: how many answers to return, from 1 to 10.
+            url: a public http(s) URL of the document instead of document; only on servers started with --allow-urls.
+
+        Returns:
+            answers: [{answer, score, page, box}], best first; box is (x0, y0, x1, y1) in page pixels, or null.
+        """
         if not document and not (url or "").strip():
             raise gr.Error("Upload a document first (PNG, JPEG, TIFF or PDF)"
                            + (" or give its URL." if fetcher.enabled else "."), print_exception=False)
-        page_number = parse_page(page_choice)
+        page_number = parse_page(page)
         # A fetched document stays in Gradio's cache like an upload: show() renders its page from it.
         with upload_or_url(document, url, fetcher, file.GRADIO_CACHE, keep=True) as document:
-            result = qa.answer(document, question_text, page=page_number,
-                               model=model_name or models[0], lang=ocr_lang or "eng", top_k=int(k or 3))
+            result = qa.answer(document, question, page=page_number,
+                               model=model or models[0], lang=lang or "eng", top_k=int(top_k or 3))
         if result.note:  # pages past the limit, or no text: API callers get it too
             gr.Warning(result.note)
         # Gradio keeps a session's state for an hour after it closes (API sessions too), so the

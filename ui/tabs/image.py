@@ -12,7 +12,7 @@ from engine.errors import InputError, StudioError
 from engine.registry import allowed_models, check_model_allowed
 from engine.urls import NOT_ENABLED, URLFetcher, url_file_name
 from engine.vision import Prediction, classify_with, load_image
-from ui.common import fetch_into, hand_over_path, standalone, upload_or_url, url_box, user_errors
+from ui.common import fetch_into, hand_over_path, open_choices, standalone, upload_or_url, url_box, user_errors
 
 TASK = "image-classification"
 TOP_K_MAX = 20
@@ -35,24 +35,50 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
     models = allowed_models(TASK, settings)
     limit = event_concurrency(settings)
 
-    def pipeline_for(model: str):
+    def pipeline_for(model: str | None):
+        model = model or models[0]
         check_model_allowed(TASK, model, settings)
         return registry.get(TASK, model)
 
     @user_errors
-    def classify_image(path: str | None, model: str, top_k: float, url: str | None = None) -> list[dict]:
-        if not path and not (url or "").strip():
+    def classify_image(image: str | None = None, model: str | None = None, top_k: int = 5,
+                       url: str | None = None) -> list[dict]:
+        """Classify one image.
+
+        Args:
+            image: the image (PNG, JPEG, WebP, GIF, TIFF, BMP or any format Pillow reads); empty when giving url.
+            model: the image-classification model, one of those the server offers.
+            top_k: how many labels to return, from 1 to 20.
+            url: a public http(s) URL of the image instead of image; only on servers started with --allow-urls.
+
+        Returns:
+            predictions: [{label, score}], best first.
+        """
+        if not image and not (url or "").strip():
             raise InputError("No image given; drop, upload or paste an image, or take one with the webcam"
                              + (", or give its URL." if fetcher.enabled else "."))
-        check_model_allowed(TASK, model, settings)
-        with upload_or_url(path, url, fetcher, image.GRADIO_CACHE) as path:
-            image_ = load_image(path, settings.max_image_pixels)
-        (predictions,) = classify_with(batcher, pipeline_for(model), [image_], int(top_k))
+        check_model_allowed(TASK, model or models[0], settings)
+        with upload_or_url(image, url, fetcher, files.GRADIO_CACHE) as path:
+            loaded = load_image(path, settings.max_image_pixels)
+        (predictions,) = classify_with(batcher, pipeline_for(model), [loaded], int(top_k))
         return as_json(predictions)
 
     @user_errors
-    def classify_images(paths: list[str] | None, model: str, top_k: float, urls: str | None = None):
-        paths = [str(p) for p in paths or []]
+    def classify_images(images: list[str] | None = None, model: str | None = None, top_k: int = 5,
+                        urls: str | None = None):
+        """Classify several images at once; one that cannot be read gets a row saying why, the rest are classified.
+
+        Args:
+            images: the image files; may be empty when giving urls.
+            model: the image-classification model, one of those the server offers.
+            top_k: how many labels to list for each image, from 1 to 20.
+            urls: public http(s) URLs of images, one per line; only on servers started with --allow-urls.
+
+        Returns:
+            gallery: the images as the model saw them, captioned with their top label.
+            results: a table of file, top label, score and the top k labels with their scores.
+        """
+        paths = [str(p) for p in images or []]
         urls_ = [u.strip() for u in (urls or "").splitlines() if u.strip()]
         if not paths and not urls_:
             raise InputError("No images given; upload one or more image files"
@@ -62,7 +88,7 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
                              "classified at once.")
         if urls_ and not fetcher.enabled:
             raise InputError(NOT_ENABLED)
-        check_model_allowed(TASK, model, settings)
+        check_model_allowed(TASK, model or models[0], settings)
         folders, names = [], {p: Path(p).name for p in paths}
         failed = {}
         try:
@@ -109,9 +135,9 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
                 "reads works (PNG, JPEG, WebP, GIF, TIFF, BMP; transparency is put on white, photos are "
                 "turned upright from their EXIF orientation, an animation gives its first frame).")
     with gr.Row():
-        model = gr.Dropdown(models, value=models[0], label="Model", elem_id="image-model",
-                            allow_custom_value=settings.allow_any_model, scale=3)
-        top_k = gr.Slider(1, TOP_K_MAX, value=5, step=1, label="Top k", elem_id="image-top-k", scale=2)
+        model = open_choices(gr.Dropdown(models, value=models[0], label="Model", elem_id="image-model",
+                                         allow_custom_value=settings.allow_any_model, scale=3))
+        top_k = gr.Slider(1, TOP_K_MAX, value=5, step=1, precision=0, label="Top k", elem_id="image-top-k", scale=2)
     with gr.Tabs():
         with gr.Tab("One image", elem_id="image-one"):
             with gr.Row():
