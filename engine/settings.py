@@ -52,6 +52,7 @@ class Settings:
                                         "can unload"})
     # Limits: named here so handlers never hold magic numbers.
     max_file_mb: float = field(default=200.0, metadata={"help": "largest upload in MB"})
+    url_timeout_s: float = field(default=10.0, metadata={"help": "with --allow-urls: most seconds one URL fetch may take, name lookups, redirects and the whole body included"})
     max_audio_seconds: float = field(default=4 * 3600.0, metadata={"help": "longest audio accepted, in seconds"})
     min_audio_seconds: float = field(default=0.25, metadata={"help": "shortest audio accepted, in seconds (a shorter clip holds no word, and CTC models cannot read it)"})
     max_pdf_pages: int = field(default=50, metadata={"help": "most PDF/TIFF pages read"})
@@ -92,6 +93,8 @@ class Settings:
             raise ValueError(f"device_map must be one of {', '.join(DEVICE_MAP_CHOICES)}, not {self.device_map!r}")
         if self.dtype not in DTYPE_CHOICES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, not {self.dtype!r}")
+        if self.url_timeout_s <= 0:
+            raise ValueError("url_timeout_s must be more than 0")
         if self.max_loaded < 1:
             raise ValueError("max_loaded must be at least 1")
         if self.admin_token is not None and len(self.admin_token) < MIN_ADMIN_TOKEN:

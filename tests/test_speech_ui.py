@@ -52,13 +52,13 @@ def test_predict_with_defaults_returns_text_segments_and_subtitle_files(app, tal
 def test_word_times_and_modes_through_the_api(app, talk):
     client, _ = app
     path, speech = talk
-    text, segments, _ = client.predict(handle_file(str(path)), timestamps_="words", mode_="vad", batch_=2,
+    text, segments, _ = client.predict(handle_file(str(path)), timestamps="words", mode="vad", batch_size=2,
                                        api_name="/transcribe")
     assert "doctor" in text.lower()
     words = [w for s in segments for w in s["words"]]
     assert words[0]["text"] == "The" and words[0]["start"] == pytest.approx(speech.starts[0], abs=0.5)
     assert all(s["start"] <= w["start"] <= w["end"] <= s["end"] for s in segments for w in s["words"])
-    text, segments, _ = client.predict(handle_file(str(path)), timestamps_="none", mode_="chunked",
+    text, segments, _ = client.predict(handle_file(str(path)), timestamps="none", mode="chunked",
                                        api_name="/transcribe")
     assert "station" in text.lower() and segments == []
 
@@ -93,7 +93,7 @@ def test_a_model_outside_the_list_is_refused_before_loading(app, talk):
     client, registry = app
     before = registry.loads
     with pytest.raises(Exception, match="(is not offered here|is not in the list of choices)"):
-        client.predict(handle_file(str(talk[0])), model_name="/etc", api_name="/transcribe")
+        client.predict(handle_file(str(talk[0])), model="/etc", api_name="/transcribe")
     assert registry.loads == before
 
 

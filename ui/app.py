@@ -28,14 +28,14 @@ TABS = (
 TITLE = "pipeline-studio"
 
 
-def build_app(settings: Settings, registry: Any) -> gr.Blocks:
+def build_app(settings: Settings, registry: Any, fetcher: Any = None) -> gr.Blocks:
     """The whole app; nothing loads until a tab asks for its model."""
     with gr.Blocks(title=TITLE, delete_cache=cache_expiry(settings)) as demo:
         gr.Markdown(f"# {TITLE}\nHugging Face `transformers` pipelines, one tab per modality.")
         with gr.Tabs():
             for label, module, elem_id in TABS:
                 with gr.Tab(label, id=module, elem_id=elem_id):
-                    importlib.import_module(f"ui.tabs.{module}").build(registry, settings)
+                    importlib.import_module(f"ui.tabs.{module}").build(registry, settings, fetcher=fetcher)
         gr.Markdown(f"{TITLE} {__version__}", elem_id="studio-footer")
     return demo
 

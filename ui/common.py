@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from typing import Any, Callable, TypeVar
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
 
 import gradio as gr
 import torch
@@ -12,7 +16,8 @@ from gradio.utils import NamedString
 from gradio_client.utils import is_valid_file
 
 from engine.devices import release_memory
-from engine.errors import StudioError
+from engine.errors import InputError, StudioError
+from engine.urls import NOT_ENABLED, URLFetcher
 
 log = logging.getLogger("pipeline_studio")
 Component = TypeVar("Component", bound=gr.components.Component)
@@ -72,8 +77,68 @@ def hand_over_path(component: Component) -> Component:
     return component
 
 
-def standalone(build: Callable[..., Any], registry: Any, settings: Any, title: str) -> gr.Blocks:
+def open_choices(dropdown: gr.Dropdown) -> gr.Dropdown:
+    """Make a Dropdown that takes values beyond its choices (allow_custom_value) say so in the API docs.
+
+    Gradio 6.31's Dropdown.api_info lists only the choices (`Literal[...]`), so view_api and MCP clients
+    read a value that works (a page number, a Hub id) as invalid. Replaced on the instance, as above.
+    """
+    if dropdown.allow_custom_value:
+        values = [value for _, value in dropdown.choices]
+        info = {"anyOf": [{"type": "string", "enum": values}, {"type": "string"}]} if values else {"type": "string"}
+        dropdown.api_info = lambda: info
+    return dropdown
+
+
+def url_box(fetcher: URLFetcher, elem_id: str, example: str, many: bool = False) -> gr.Textbox:
+    """The URL field: shown only with --allow-urls (the API parameter exists either way and is refused when off)."""
+    return gr.Textbox(label="...or the file's URLs, one per line" if many else "...or the file's URL",
+                      placeholder=example, lines=3 if many else 1, max_lines=8 if many else 1,
+                      visible=fetcher.enabled, elem_id=elem_id,
+                      info="a public http(s) address of the file itself; the server downloads it")
+
+
+@contextlib.contextmanager
+def upload_or_url(path: str | None, url: str | None, fetcher: URLFetcher, cache: str,
+                  keep: bool = False) -> Iterator[str | None]:
+    """The upload's path, or the URL fetched into a folder of its own in Gradio's cache.
+
+    The fetched file is named after the URL's last path segment, so the decoders, limits and messages
+    are the upload's. It is deleted afterwards, unless keep and the block succeeded (then Gradio's
+    cache expiry removes it, as it does uploads).
+    """
+    url = (url or "").strip()
+    if not url:
+        yield path
+        return
+    if not fetcher.enabled:
+        raise InputError(NOT_ENABLED)
+    if path:
+        raise InputError("Give either a file or a URL, not both; clear one of them.")
+    fetched = fetch_into(fetcher, url, cache)
+    try:
+        yield str(fetched)
+    except BaseException:
+        shutil.rmtree(fetched.parent, ignore_errors=True)
+        raise
+    if not keep:
+        shutil.rmtree(fetched.parent, ignore_errors=True)
+
+
+def fetch_into(fetcher: URLFetcher, url: str, cache: str) -> Path:
+    """The file at url, alone in a new folder in cache; nothing is left behind when the fetch is refused."""
+    if not fetcher.enabled:  # refused before a folder is made or anything is looked up
+        raise InputError(NOT_ENABLED)
+    folder = tempfile.mkdtemp(prefix="url-", dir=cache)
+    try:
+        return fetcher.download(url, folder)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def standalone(build: Callable[..., Any], registry: Any, settings: Any, title: str, **tab_options: Any) -> gr.Blocks:
     """A Blocks holding one tab's components, so each tab module runs alone."""
     with gr.Blocks(title=title) as demo:
-        build(registry, settings)
+        build(registry, settings, **tab_options)
     return demo

@@ -10,7 +10,8 @@ import gradio as gr
 from engine.document import MAX_TOP_K, TASK, DocumentAnswers, DocumentQA, render_page
 from engine.ocr import INSTALL_TESSERACT, TesseractMissing, tesseract_languages
 from engine.registry import allowed_models
-from ui.common import hand_over_path, standalone, user_errors
+from engine.urls import URLFetcher
+from ui.common import hand_over_path, open_choices, standalone, upload_or_url, url_box, user_errors
 from ui.zerogpu import MANY_ITEMS_SECONDS, gpu
 
 ALL_PAGES = "All pages"
@@ -53,7 +54,8 @@ def summary(result: DocumentAnswers) -> str:
     return "  \n".join(lines)
 
 
-def build(registry, settings) -> None:
+def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
+    fetcher = fetcher or URLFetcher.from_settings(settings)
     qa = DocumentQA(registry, settings)
     models = allowed_models(TASK, settings)
     try:
@@ -70,17 +72,19 @@ def build(registry, settings) -> None:
         with gr.Column(scale=2):
             file = hand_over_path(gr.File(label="Document: PNG, JPEG, TIFF or PDF", file_types=FILE_TYPES,
                                           type="filepath", elem_id="document-input"))
+            url = url_box(fetcher, "document-url", "https://example.com/invoice.pdf")
             question = gr.Textbox(label="Question", placeholder="What is the invoice number?", lines=1,
                                   max_lines=3, elem_id="document-question")
             with gr.Row():
-                page = gr.Dropdown([ALL_PAGES], value=ALL_PAGES, label="Page", allow_custom_value=True,
-                                   elem_id="document-page")
+                page = open_choices(gr.Dropdown([ALL_PAGES], value=ALL_PAGES, label="Page", allow_custom_value=True,
+                                                elem_id="document-page"))
                 lang = gr.Dropdown(list(languages), value="eng" if "eng" in languages else languages[0],
                                    label="OCR language", elem_id="document-lang")
             with gr.Row():
-                model = gr.Dropdown(list(models), value=models[0], label="Model", elem_id="document-model",
-                                    allow_custom_value=settings.allow_any_model)
-                top_k = gr.Slider(1, MAX_TOP_K, value=3, step=1, label="Answers (top k)", elem_id="document-top-k")
+                model = open_choices(gr.Dropdown(list(models), value=models[0], label="Model", elem_id="document-model",
+                                                 allow_custom_value=settings.allow_any_model))
+                top_k = gr.Slider(1, MAX_TOP_K, value=3, step=1, precision=0, label="Answers (top k)",
+                                  elem_id="document-top-k")
             ask = gr.Button("Answer", variant="primary", elem_id="document-ask")
             info = gr.Markdown(elem_id="document-info")
         with gr.Column(scale=3):
@@ -88,28 +92,46 @@ def build(registry, settings) -> None:
             table = gr.Dataframe(headers=COLUMNS, interactive=False, elem_id="document-answers",
                                  label="Answers")
             with gr.Accordion("API result (JSON)", open=False):
-                raw = gr.JSON(elem_id="document-json", label="answer_document")
+                raw = gr.JSON(elem_id="document-json", label="Answers")
     view = gr.State(None)
     gr.Examples([[str(EXAMPLE), "What is the invoice number?"]], inputs=[file, question],
                 cache_examples=False, label="Example invoice")
 
     @gpu(duration=MANY_ITEMS_SECONDS)
     @user_errors
-    def answer_document(document, question_text, page_choice=ALL_PAGES, model_name=None, ocr_lang="eng",
-                        k=3):
-        """Answer a question about a document (PNG, JPEG, TIFF or PDF; page number or 'All pages') with a document-QA model; returns [{answer, score, page, box}] (box in page pixels)."""
-        if not document:
-            raise gr.Error("Upload a document first (PNG, JPEG, TIFF or PDF).", print_exception=False)
-        result = qa.answer(document, question_text, page=parse_page(page_choice),
-                           model=model_name or models[0], lang=ocr_lang or "eng", top_k=int(k or 3))
+    def answer_document(document: str | None = None, question: str = "", page: str = ALL_PAGES, model: str | None = None,
+                        lang: str = "eng", top_k: int = 3, url: str | None = None):
+        """Answer a question about a document (an invoice, a form, a PDF); each answer is boxed on its page.
+
+        Args:
+            document: a PNG, JPEG, TIFF (multi-page too) or PDF file; leave empty when giving url.
+            question: the question, e.g. 'What is the invoice number?'.
+            page: 'All pages', or a page number such as '2'.
+            model: the document question-answering model, one of those the server offers.
+            lang: the Tesseract language used to read pages without a text layer, e.g. 'eng'.
+            top_k: how many answers to return, from 1 to 10.
+            url: a public http(s) URL of the document instead of document; only on servers started with --allow-urls.
+
+        Returns:
+            answers: [{answer, score, page, box}], best first; box is (x0, y0, x1, y1) in page pixels, or null.
+        """
+        if not document and not (url or "").strip():
+            raise gr.Error("Upload a document first (PNG, JPEG, TIFF or PDF)"
+                           + (" or give its URL." if fetcher.enabled else "."), print_exception=False)
+        page_number = parse_page(page)
+        # A fetched document stays in Gradio's cache like an upload: show() renders its page from it.
+        with upload_or_url(document, url, fetcher, file.GRADIO_CACHE, keep=True) as document:
+            result = qa.answer(document, question, page=page_number,
+                               model=model or models[0], lang=lang or "eng", top_k=int(top_k or 3))
         if result.note:  # pages past the limit, or no text: API callers get it too
             gr.Warning(result.note)
         # Gradio keeps a session's state for an hour after it closes (API sessions too), so the
-        # state carries no page image; show() renders the page again from the upload.
-        return [a.as_dict() for a in result.answers], dataclasses.replace(result, image=None)
+        # state carries no page image, only the document's path; show() renders the page again from it.
+        return [a.as_dict() for a in result.answers], (dataclasses.replace(result, image=None), document)
 
     @user_errors
-    def show(result, document):
+    def show(view):
+        result, document = view or (None, None)
         if result is None or not document:
             return None, [], "", None
         image, _ = render_page(qa.read(document), result.page, settings)
@@ -134,8 +156,8 @@ def build(registry, settings) -> None:
         return (image, [])
 
     gr.on([ask.click, question.submit], answer_document,
-          inputs=[file, question, page, model, lang, top_k], outputs=[raw, view],
-          api_name="answer_document").success(show, inputs=[view, file], outputs=[annotated, table, info, view],
+          inputs=[file, question, page, model, lang, top_k, url], outputs=[raw, view],
+          api_name="answer_document").success(show, inputs=view, outputs=[annotated, table, info, view],
                                                 api_name="document_show", api_visibility="private")
     file.change(open_document, inputs=file, outputs=[page, annotated, table, raw, info],
                 api_name="document_open", api_visibility="private")
@@ -143,5 +165,5 @@ def build(registry, settings) -> None:
                api_visibility="private")
 
 
-def demo(registry, settings) -> gr.Blocks:
-    return standalone(build, registry, settings, "Document question answering")
+def demo(registry, settings, fetcher: URLFetcher | None = None) -> gr.Blocks:
+    return standalone(build, registry, settings, "Document question answering", fetcher=fetcher)

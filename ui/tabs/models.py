@@ -42,7 +42,7 @@ def is_admin(settings, token: str | None) -> bool:
     return bool(expected) and secrets.compare_digest((token or "").encode(), expected.encode())
 
 
-def build(registry, settings) -> None:
+def build(registry, settings, fetcher=None) -> None:  # fetcher unused: nothing is read from a URL here
     placement = registry.placement
     where = f"device_map=auto ({placement.device})" if placement.device_map else placement.device
     gr.Markdown(f"Models load on first use and stay cached (at most {settings.max_loaded}; the least "
@@ -77,6 +77,12 @@ def build(registry, settings) -> None:
             unload_all = gr.Button("Unload all", variant="stop", elem_id="models-unload-all", scale=1)
 
     def refresh_fn():
+        """The pipelines loaded now.
+
+        Returns:
+            pipelines: a table of model, task, device, dtype, parameters, memory, load time and last use.
+            loaded: the ids of the loaded pipelines, as unload_model takes them.
+        """
         ids = [s["id"] for s in registry.status()]
         return *status(registry), gr.Dropdown(choices=ids, value=ids[0] if ids else None)
 

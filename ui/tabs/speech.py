@@ -14,7 +14,8 @@ from engine.registry import allowed_models, check_model_allowed, model_source
 from engine.speech import (MAX_BEAMS, MODES, TIMESTAMPS, Transcript, TranscribeOptions, decode_audio,
                            offers_language, transcribe, whisper_languages)
 from engine.subtitles import write_all
-from ui.common import standalone, user_errors
+from engine.urls import URLFetcher
+from ui.common import open_choices, standalone, upload_or_url, url_box, user_errors
 from ui.zerogpu import gpu, speech_seconds
 
 TASK = "automatic-speech-recognition"
@@ -50,12 +51,14 @@ def _file_stem(path: str) -> str:
     return re.sub(r"[^\w.-]+", "_", Path(path).stem).strip("._")[:60] or "transcript"
 
 
-def build(registry, settings) -> None:
+def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
+    fetcher = fetcher or URLFetcher.from_settings(settings)
     models = allowed_models(TASK, settings)
 
     def language_offered(choice: str) -> bool:
         source, hub = model_source(TASK, choice, settings)
         return offers_language(source, local=not hub and choice in models)  # a typed name reads no folder
+
     max_batch = max(1, settings.max_batch_size)
 
     gr.Markdown("Transcribe speech with a `transformers` speech-recognition pipeline: drop a file "
@@ -64,8 +67,9 @@ def build(registry, settings) -> None:
         with gr.Column(scale=1):
             audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Audio (drop, upload or record)",
                              elem_id="speech-audio")
-            model = gr.Dropdown(models, value=models[0], label="Model", elem_id="speech-model",
-                                allow_custom_value=settings.allow_any_model)
+            url = url_box(fetcher, "speech-url", "https://example.com/speech.flac")
+            model = open_choices(gr.Dropdown(models, value=models[0], label="Model", elem_id="speech-model",
+                                             allow_custom_value=settings.allow_any_model))
             timestamps = gr.Radio(list(TIMESTAMPS), value="segments", label="Timestamps", elem_id="speech-timestamps")
             with gr.Row(visible=language_offered(models[0]), elem_id="speech-language-row") as language_row:
                 language = gr.Dropdown([("Detect automatically", AUTO_LANGUAGE), *whisper_languages()],
@@ -76,9 +80,10 @@ def build(registry, settings) -> None:
                 mode = gr.Radio(list(MODES), value="auto", label="Long-audio mode", info=MODE_HELP,
                                 elem_id="speech-mode")
                 with gr.Row():
-                    batch = gr.Slider(1, max_batch, value=min(8, max_batch), step=1, label="Batch size",
+                    batch = gr.Slider(1, max_batch, value=min(8, max_batch), step=1, precision=0,
+                                      label="Batch size",
                                       info="chunks run at once (chunked and vad modes)", elem_id="speech-batch")
-                    beams = gr.Slider(1, MAX_BEAMS, value=1, step=1, label="Beams",
+                    beams = gr.Slider(1, MAX_BEAMS, value=1, step=1, precision=0, label="Beams",
                                       info="1 = greedy (fastest); more beams cost time for little gain",
                                       elem_id="speech-beams")
             run = gr.Button("Transcribe", variant="primary", elem_id="speech-run")
@@ -88,7 +93,7 @@ def build(registry, settings) -> None:
         with gr.Column(scale=1):
             info = gr.Markdown(elem_id="speech-summary")
             text = gr.Textbox(label="Transcript", lines=8, max_lines=20, buttons=["copy"], elem_id="speech-text")
-            files = gr.File(label="Downloads (.srt .vtt .txt .json)", file_count="multiple", interactive=False,
+            files = gr.File(label="Downloads", file_count="multiple", interactive=False,
                             elem_id="speech-files")
             table = gr.Dataframe(headers=["start", "end", "text"], datatype=["number", "number", "str"],
                                  interactive=False, wrap=True, max_height=420, label="Segments (seconds)",
@@ -96,17 +101,41 @@ def build(registry, settings) -> None:
             words = gr.Dataframe(headers=["start", "end", "word"], datatype=["number", "number", "str"],
                                  interactive=False, max_height=300, label="Words (seconds)", visible=False,
                                  column_widths=["20%", "20%", "60%"], elem_id="speech-words")
-            segments = gr.JSON(label="Segments (what the API returns)", visible=False, elem_id="speech-json")
+            segments = gr.JSON(label="Segments", visible=False, elem_id="speech-json")  # for API callers
     result_state = gr.State()
 
     @gpu(duration=speech_seconds)
     @user_errors
-    def transcribe_audio(path: str | None, model_name: str, timestamps_: str, mode_: str, language_: str | None,
-                         task_: str, batch_: float, beams_: float, progress=gr.Progress()):
-        """Transcribe speech in an audio file (wav, flac, mp3, ogg, m4a) with a speech-recognition model; returns the transcript text, its segments [{start, end, text}] in seconds, and .srt .vtt .txt .json files."""
-        if not path:
-            raise InputError("No audio was given; drop, upload or record a file (wav, flac, mp3, ogg, m4a).")
-        check_model_allowed(TASK, model_name, settings)
+    def transcribe_audio(audio: str | None = None, model: str | None = None, timestamps: str = "segments",
+                         mode: str = "auto", language: str | None = AUTO_LANGUAGE, task: str = "transcribe",
+                         batch_size: int = 8, beams: int = 1, url: str | None = None, progress=gr.Progress()):
+        """Transcribe speech, with timestamps and subtitle files.
+
+        Args:
+            audio: the recording (wav, flac, mp3, ogg, m4a or anything ffmpeg reads); leave empty when giving url.
+            model: the speech-recognition model, one of those the server offers.
+            timestamps: 'none', 'segments' or 'words' (word times in each segment).
+            mode: long-audio mode: 'auto', 'sequential', 'chunked' or 'vad'.
+            language: a Whisper language code, or 'auto' to detect it (multilingual Whisper models only).
+            task: 'transcribe', or 'translate' for English text from speech in any language (Whisper only).
+            batch_size: chunks run at once in the chunked and vad modes, from 1 to the server's --max-batch-size.
+            beams: beam-search width from 1 (greedy, fastest) to 8.
+            url: a public http(s) URL of the recording instead of audio; only on servers started with --allow-urls.
+
+        Returns:
+            transcript: the text.
+            segments: [{start, end, text}] in seconds, each with "words" when word timestamps were asked for.
+            downloads: the transcript as .srt, .vtt, .txt and .json files.
+        """
+        if not audio and not (url or "").strip():
+            raise InputError("No audio was given; drop, upload or record a file (wav, flac, mp3, ogg, m4a)"
+                             + (" or give its URL." if fetcher.enabled else "."))
+        model = model or models[0]
+        check_model_allowed(TASK, model, settings)
+        with upload_or_url(audio, url, fetcher, files.GRADIO_CACHE) as path:
+            return _transcribe(path, model, timestamps, mode, language, task, batch_size, beams, progress)
+
+    def _transcribe(path, model_name, timestamps_, mode_, language_, task_, batch_, beams_, progress):
         size_mb = Path(path).stat().st_size / 2**20 if Path(path).is_file() else 0.0
         if size_mb > settings.max_file_mb:
             raise InputError(f"The file is {size_mb:.0f} MB; this server accepts up to {settings.max_file_mb:g} MB.")
@@ -144,7 +173,7 @@ def build(registry, settings) -> None:
     def language_visible(model_name: str):
         return gr.Row(visible=language_offered(model_name or ""))
 
-    run.click(transcribe_audio, [audio, model, timestamps, mode, language, task, batch, beams],
+    run.click(transcribe_audio, [audio, model, timestamps, mode, language, task, batch, beams, url],
               [text, segments, files, result_state], api_name="transcribe").then(
         show, result_state, [info, table, words, result_state], api_name="speech_show", api_visibility="private",
         queue=False)
@@ -152,5 +181,5 @@ def build(registry, settings) -> None:
                  api_visibility="private", queue=False)
 
 
-def demo(registry, settings) -> gr.Blocks:
-    return standalone(build, registry, settings, "Speech")
+def demo(registry, settings, fetcher: URLFetcher | None = None) -> gr.Blocks:
+    return standalone(build, registry, settings, "Speech", fetcher=fetcher)

@@ -13,7 +13,7 @@ from engine.batching import MicroBatcher, event_concurrency
 from engine.registry import allowed_models, check_model_allowed
 from engine.text import (DEFAULT_TEMPLATE, TEXT_FILE_TYPES, ZeroShotResult, check_text, classify_with,
                          parse_labels, parse_texts, read_texts, validate_template)
-from ui.common import hand_over_path, standalone, user_errors
+from ui.common import hand_over_path, open_choices, standalone, user_errors
 from ui.zerogpu import MANY_ITEMS_SECONDS, ONE_ITEM_SECONDS, gpu
 
 TASK = "zero-shot-classification"
@@ -52,7 +52,7 @@ def write_csv(headers: list[str], rows: list[list], folder: str | None = None) -
     return str(out)
 
 
-def build(registry, settings) -> None:
+def build(registry, settings, fetcher=None) -> None:  # fetcher unused: texts are typed or uploaded
     batcher = MicroBatcher.from_settings(settings)
     models = allowed_models(TASK, settings)
     limit = event_concurrency(settings)
@@ -68,14 +68,40 @@ def build(registry, settings) -> None:
     @gpu(duration=ONE_ITEM_SECONDS)
     @user_errors
     def classify_text(text: str, labels: str, multi_label: bool, template: str, model: str) -> dict:
-        """Score a text against candidate labels (comma-separated) with a zero-shot NLI model; returns {labels, scores}, best first (scores share 1 unless multi_label)."""
+        """Score one text against candidate labels with an NLI model (zero-shot classification).
+
+        Args:
+            text: the text to classify.
+            labels: the candidate labels, separated by commas or one per line, e.g. 'urgent, not urgent, phone'.
+            multi_label: true to score each label on its own; false (default) for scores that share 1.
+            template: the hypothesis, with {} where the label goes, e.g. 'This example is {}.'.
+            model: the zero-shot model, one of those the server offers.
+
+        Returns:
+            result: {sequence, labels, scores}, labels best first.
+        """
         text = check_text(text, settings.max_text_chars)
         _, (result,) = run([text], labels, multi_label, template, model)
         return as_json(result)
 
     @gpu(duration=MANY_ITEMS_SECONDS)
     @user_errors
-    def classify_texts(texts: str, file: str | None, labels: str, multi_label: bool, template: str, model: str):
+    def classify_texts(texts: str | None = None, file: str | None = None, labels: str | None = None,
+                       multi_label: bool = False, template: str = DEFAULT_TEMPLATE, model: str | None = None):
+        """Score several texts against the same candidate labels; the results also come as a CSV file.
+
+        Args:
+            texts: the texts, one per line; ignored when a file is given.
+            file: a .txt file (one text per line) or .csv file (a column named text, or the first column).
+            labels: the candidate labels (required), separated by commas or one per line.
+            multi_label: true to score each label on its own; false (default) for scores that share 1.
+            template: the hypothesis, with {} where the label goes, e.g. 'This example is {}.'.
+            model: the zero-shot model, one of those the server offers.
+
+        Returns:
+            results: a table of text, top label, top score and one score column per label.
+            csv: the same table as a CSV file.
+        """
         if file:
             items = read_texts(file, settings.max_texts, settings.max_text_chars)
         else:
@@ -92,8 +118,8 @@ def build(registry, settings) -> None:
                 "template; with *several labels may be true* each label is scored on its own, otherwise "
                 "the scores share 1.")
     with gr.Row():
-        model = gr.Dropdown(models, value=models[0], label="Model", elem_id="zs-model",
-                            allow_custom_value=settings.allow_any_model, scale=3)
+        model = open_choices(gr.Dropdown(models, value=models[0], label="Model", elem_id="zs-model",
+                                         allow_custom_value=settings.allow_any_model, scale=3))
         template = gr.Textbox(DEFAULT_TEMPLATE, label="Hypothesis template ({} is the label)",
                               elem_id="zs-template", scale=2)
         multi_label = gr.Checkbox(False, label="Several labels may be true", elem_id="zs-multi", scale=1)
