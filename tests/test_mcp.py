@@ -76,7 +76,7 @@ def test_an_mcp_client_lists_the_four_tools_and_transcribes_and_classifies(mcp_a
     assert sorted(by_name) == sorted(TOOLS)
     assert not set(NOT_TOOLS) & set(by_name)
     speech = by_name["transcribe"]
-    assert "audio file" in speech.description and "segments" in speech.description
+    assert "Transcribe speech" in speech.description and "segments" in speech.description
     assert "path" in speech.inputSchema["properties"]
     assert "candidate labels" in by_name["classify_text"].description
     assert {"text", "labels"} <= set(by_name["classify_text"].inputSchema["properties"])

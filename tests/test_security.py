@@ -123,7 +123,7 @@ def png(tmp_path_factory) -> str:
 
 
 def classify(client: Client, png: str) -> dict:
-    return client.predict(handle_file(png), "vit_classifier", 3, api_name="/classify_image")
+    return client.predict(image=handle_file(png), model="vit_classifier", top_k=3, api_name="/classify_image")
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def test_a_forged_file_payload_is_refused_before_gradio_reads_it(app, png, recor
     Recorder.hits.clear()
     with PeakRss() as rss:
         answer = httpx.post(f"{url}gradio_api/call/classify_image",
-                            json={"data": [forged(payload.format(recorder=recorder)), "vit_classifier", 3]}, timeout=30)
+                            json={"data": [forged(payload.format(recorder=recorder)), "vit_classifier", 3, ""]}, timeout=30)
     assert answer.status_code == 400
     message = answer.json()["detail"]
     assert message == expected and "upload" in message.lower()
@@ -164,7 +164,7 @@ def test_too_few_values_say_how_many_the_endpoint_takes(app, png):
     answer = httpx.post(f"{url}gradio_api/call/classify_image", json={"data": []}, timeout=30)
     assert answer.status_code == 400
     message = answer.json()["detail"]
-    assert "takes 3 input values" in message and "gave 0" in message and "view_api" in message
+    assert "takes 4 input values" in message and "gave 0" in message and "view_api" in message
     assert_for_people(message)
     assert classify(client, png)
 

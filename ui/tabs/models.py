@@ -47,9 +47,9 @@ def build(registry, settings, fetcher=None) -> None:  # fetcher unused: nothing 
     where = f"device_map=auto ({placement.device})" if placement.device_map else placement.device
     gr.Markdown(f"Models load on first use and stay cached (at most {settings.max_loaded}; the least "
                 f"recently used is unloaded first). Device: **{where}**, dtype: **{placement.dtype_name}**.")
-    table = gr.Dataframe(headers=COLUMNS, value=lambda: status_table(registry), interactive=False, wrap=True,
+    table = gr.Dataframe(headers=COLUMNS, value=status_table(registry), interactive=False, wrap=True,
                          column_widths=WIDTHS, elem_id="models-table", label="Loaded pipelines")
-    events = gr.Markdown(lambda: recent_unloads(registry), elem_id="models-events")
+    events = gr.Markdown(recent_unloads(registry), elem_id="models-events")
     refresh = gr.Button("Refresh", elem_id="models-refresh")
 
     def models_status() -> tuple[list[list], str]:
