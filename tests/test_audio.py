@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import struct
 import subprocess
 import tracemalloc
 
@@ -14,6 +13,7 @@ import soundfile as sf
 from engine.audio import (MAX_CHANNELS, SileroVad, decode_audio, pack_regions, speech_chunks,
                           speech_regions)
 from engine.errors import InputError
+from tests.hostile_files import wav_header, wide_flac
 from tests.test_speech_synth import RATE, SENTENCES, make_speech, needs_espeak
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
@@ -158,14 +158,6 @@ def test_ffmpeg_is_given_only_the_upload(tmp_path, monkeypatch):
     assert set(allowed) <= aliases  # every name is a demuxer this ffmpeg has (mov matches mov,mp4,m4a,...)
 
 
-def wav_header(channels: int, rate: int, frames: int = 100) -> bytes:
-    align = 2 * channels
-    data = b"\0" * (align * frames)
-    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * align, align, 16)
-    return (b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
-            + b"data" + struct.pack("<I", len(data)) + data)
-
-
 @pytest.mark.parametrize("channels, rate", [(1000, 16000), (2, 10_000_000), (1, 1)])
 def test_absurd_channels_or_rates_are_refused_from_the_header(tmp_path, channels, rate):
     path = tmp_path / "odd.wav"
@@ -178,11 +170,7 @@ def test_absurd_channels_or_rates_are_refused_from_the_header(tmp_path, channels
 
 def test_many_channels_at_a_high_rate_decode_in_bounded_memory(tmp_path):
     """60 s of 8-channel 192 kHz silence: 369 MB as one float32 read; the output is 3.8 MB."""
-    path = tmp_path / "wide.flac"
-    with sf.SoundFile(path, "w", 192000, 8, format="FLAC") as f:
-        block = np.zeros((192000, 8), np.float32)
-        for _ in range(60):
-            f.write(block)
+    path = wide_flac(tmp_path / "wide.flac", 60)
     tracemalloc.start()
     try:
         audio = decode_audio(path, max_seconds=14400)
