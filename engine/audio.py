@@ -169,7 +169,7 @@ def _read_ffmpeg(source: str | Path | bytes, sampling_rate: int, max_seconds: fl
             path.write_bytes(source)
         cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error",
                "-protocol_whitelist", "file", "-format_whitelist", FFMPEG_DEMUXERS,
-               "-i", f"file:{path}", "-map", "0:a:0", "-vn", "-sn", "-dn",
+               "-i", f"file:{path}", "-vn", "-sn", "-dn",
                "-ac", "1", "-ar", str(sampling_rate), "-f", "f32le"]
         limit = None
         if max_seconds is not None:
