@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 import zlib
@@ -14,14 +15,15 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid all-black 1-bit PNG: width*height pixels (bytes per pixel as RGBA) from a few KB."""
-    row = b"\x00" * (1 + -(-width // 8))
+@functools.lru_cache(maxsize=4)
+def png_bomb(width: int, height: int, rgba: bool = False) -> bytes:
+    """A valid all-black PNG, 1-bit (or 8-bit RGBA): width*height pixels decoded from a few KB (or ~1/1000)."""
+    row = b"\x00" * (1 + (4 * width if rgba else -(-width // 8)))
     packer, parts = zlib.compressobj(9), []
     for _ in range(height // 100):
         parts.append(packer.compress(row * 100))
     parts.append(packer.flush())
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8 if rgba else 1, 6 if rgba else 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", b"".join(parts)) + _chunk(b"IEND", b"")
 
 
