@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import subprocess
 import tempfile
 import threading
@@ -14,14 +15,28 @@ import numpy as np
 
 from engine.errors import InputError
 
-ACCEPTED = "wav, flac, mp3, ogg, m4a (anything ffmpeg reads)"
+ACCEPTED = "wav, flac, mp3, ogg, m4a, webm and other single-file audio or video formats ffmpeg reads"
 # Below this peak amplitude a recording is digital silence, whatever its length.
 SILENCE_PEAK = 1e-4
+# Channels and rates any recording has; beyond them a header is hostile or broken.
+MAX_CHANNELS = 32
+MIN_RATE, MAX_RATE = 1000, 384000
+BLOCK_SAMPLES = 1 << 20  # samples (all channels) decoded at a time: 4 MB of float32
+# ffmpeg demuxers for self-contained files (names as `ffmpeg -demuxers` prints them; a name matches
+# any of a demuxer's aliases, e.g. "mov" matches "mov,mp4,m4a,3gp,3g2,mj2"). Left out on purpose:
+# hls, dash, concat, image2 and every other demuxer that opens further inputs or devices.
+FFMPEG_DEMUXERS = ",".join([
+    "wav", "w64", "flac", "mp3", "ogg", "mov", "matroska", "aac", "aiff", "caf", "au", "wv", "ape", "tta",
+    "amr", "ac3", "eac3", "asf", "avi", "flv", "mpegts", "mpeg"])
 
 
 def decode_audio(source: str | Path | bytes, sampling_rate: int = 16000,
                  max_seconds: float | None = None, min_seconds: float | None = None) -> np.ndarray:
-    """Decode a file (path or bytes) to mono float32 at `sampling_rate`; InputError if unusable."""
+    """Decode a file (path or bytes) to mono float32 at `sampling_rate`; InputError if unusable.
+
+    Memory is bounded by the output (mono at `sampling_rate`, at most max_seconds + 1 s): the
+    input is read, downmixed and resampled in blocks, whatever its channels and rate.
+    """
     if source is None or (isinstance(source, (str, Path)) and not str(source)):
         raise InputError(f"No audio was given; upload or record a file ({ACCEPTED}).")
     if isinstance(source, (str, Path)) and not Path(source).is_file():
@@ -30,26 +45,18 @@ def decode_audio(source: str | Path | bytes, sampling_rate: int = 16000,
     if (len(source) if isinstance(source, bytes) else Path(source).stat().st_size) == 0:
         raise InputError(f"{name} is an empty file (0 bytes); upload a recording ({ACCEPTED}).")
     try:
-        audio, rate = _read_soundfile(source, max_seconds)
+        audio, duration = _read_soundfile(source, sampling_rate, max_seconds, name)
     except _NotForSoundfile:
-        audio, rate = _read_ffmpeg(source, sampling_rate, max_seconds, name)
+        audio, duration = _read_ffmpeg(source, sampling_rate, max_seconds, name)
     if audio.size == 0:
         raise InputError(f"{name} holds no samples (zero length); upload a recording with sound in it.")
-    duration = audio.shape[0] / rate
     if max_seconds is not None and duration > max_seconds:
         raise _too_long(name, duration, max_seconds)
     if min_seconds is not None and duration < min_seconds:
         longest = f" and at most {_clock(max_seconds)}" if max_seconds is not None else ""
         raise InputError(f"{name} lasts only {duration:.2f} s, too short to transcribe; recordings of at least "
                          f"{min_seconds:g} s{longest} are accepted.")
-    if audio.ndim > 1:
-        audio = audio.mean(axis=1)
-    audio = np.nan_to_num(audio.astype(np.float32, copy=False), nan=0.0, posinf=1.0, neginf=-1.0)
-    if rate != sampling_rate:
-        import librosa
-
-        audio = librosa.resample(audio, orig_sr=rate, target_sr=sampling_rate)
-    return np.ascontiguousarray(audio, dtype=np.float32)
+    return audio
 
 
 def is_silent(audio: np.ndarray) -> bool:
@@ -72,47 +79,131 @@ def _clock(seconds: float) -> str:
     return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
 
 
-def _read_soundfile(source: str | Path | bytes, max_seconds: float | None) -> tuple[np.ndarray, int]:
+def check_shape(channels: int, rate: int, name: str) -> None:
+    """Refuse channel counts and sample rates no recording has (read from the header)."""
+    if not 1 <= channels <= MAX_CHANNELS or not MIN_RATE <= rate <= MAX_RATE:
+        raise InputError(f"{name} says it has {channels} channel{'s' if channels != 1 else ''} at {rate:,} Hz; "
+                         f"recordings of 1 to {MAX_CHANNELS} channels at {MIN_RATE:,} to {MAX_RATE:,} Hz are "
+                         f"accepted ({ACCEPTED}).")
+
+
+class _Output:
+    """Mono samples appended block by block into one buffer sized from the limit (or grown without one)."""
+
+    def __init__(self, capacity: int | None) -> None:
+        # np.empty maps pages lazily: a buffer sized for the limit costs only what is written.
+        self._buffer = np.empty(capacity, np.float32) if capacity is not None else None
+        self._parts: list[np.ndarray] = []
+        self.size = 0
+
+    def add(self, block: np.ndarray) -> bool:
+        """Append; False once a bounded buffer is full (what did not fit is dropped)."""
+        if self._buffer is None:
+            self._parts.append(np.array(block, np.float32))
+            self.size += block.shape[0]
+            return True
+        room = self._buffer.shape[0] - self.size
+        take = min(room, block.shape[0])
+        self._buffer[self.size:self.size + take] = block[:take]
+        self.size += take
+        return take == block.shape[0] and take < room
+
+    def result(self, length: int | None = None) -> np.ndarray:
+        audio = self._buffer[:self.size] if self._buffer is not None else (
+            np.concatenate(self._parts) if self._parts else np.zeros(0, np.float32))
+        if length is not None and length != audio.shape[0]:
+            audio = audio[:length] if length < audio.shape[0] else np.pad(audio, (0, length - audio.shape[0]))
+        return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def _read_soundfile(source: str | Path | bytes, sampling_rate: int, max_seconds: float | None,
+                    name: str) -> tuple[np.ndarray, float]:
     import soundfile as sf
+    import soxr
 
     handle = io.BytesIO(source) if isinstance(source, bytes) else str(source)
     try:
         with sf.SoundFile(handle) as f:
-            rate = f.samplerate
+            rate, channels = f.samplerate, f.channels
+            check_shape(channels, rate, name)
             # mp3 headers may not know the length (frames == 0): the limit is checked after decoding.
             if max_seconds is not None and f.frames > 0 and f.frames / rate > max_seconds:
-                raise _too_long("the audio" if isinstance(source, bytes) else repr(Path(source).name),
-                                f.frames / rate, max_seconds)
-            frames = -1 if max_seconds is None else int(max_seconds * rate) + rate
-            return f.read(frames=frames, dtype="float32", always_2d=False), rate
+                raise _too_long(name, f.frames / rate, max_seconds)
+            wanted = None if max_seconds is None else int(max_seconds * rate) + rate
+            if f.frames > 0:
+                wanted = f.frames if wanted is None else min(wanted, f.frames)
+            ratio = sampling_rate / rate
+            capacity = None if wanted is None else math.ceil(wanted * ratio) + 64
+            out = _Output(capacity)
+            stream = soxr.ResampleStream(rate, sampling_rate, 1, dtype="float32") if rate != sampling_rate else None
+            block = max(1024, BLOCK_SAMPLES // channels)
+            read = 0
+            while wanted is None or read < wanted:
+                frames = f.read(block if wanted is None else min(block, wanted - read), dtype="float32",
+                                always_2d=True)
+                if frames.shape[0] == 0:
+                    break
+                read += frames.shape[0]
+                mono = frames[:, 0] if channels == 1 else frames.mean(axis=1, dtype=np.float32)
+                mono = np.nan_to_num(mono, nan=0.0, posinf=1.0, neginf=-1.0)
+                if not out.add(stream.resample_chunk(mono) if stream else mono):
+                    break
+            if stream:
+                out.add(stream.resample_chunk(np.zeros(0, np.float32), last=True))
+            # The same length librosa.resample gives, so a file decodes to the same samples either way.
+            return out.result(math.ceil(read * ratio) if stream else None), read / rate
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise _NotForSoundfile from exc
 
 
 def _read_ffmpeg(source: str | Path | bytes, sampling_rate: int, max_seconds: float | None,
-                 name: str) -> tuple[np.ndarray, int]:
+                 name: str) -> tuple[np.ndarray, float]:
     # transformers' ffmpeg_read pipes from stdin (m4a with its index at the end fails that way)
     # and cannot stop early; this reads a real file and stops one second past the limit.
+    # ffmpeg gets the upload and nothing else: a playlist (HLS), concat list or other indirection
+    # would make it open files of the server, so only the file protocol, only for this path, and
+    # only demuxers of single self-contained files.
     with tempfile.TemporaryDirectory(prefix="studio-audio-") as tmp:
-        path = str(source)
+        path = Path(source).resolve() if not isinstance(source, bytes) else Path(tmp) / "input"
         if isinstance(source, bytes):
-            path = str(Path(tmp) / "input")
-            Path(path).write_bytes(source)
-        cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", path, "-vn",
+            path.write_bytes(source)
+        cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error",
+               "-protocol_whitelist", "file", "-format_whitelist", FFMPEG_DEMUXERS,
+               "-i", f"file:{path}", "-vn", "-sn", "-dn",
                "-ac", "1", "-ar", str(sampling_rate), "-f", "f32le"]
+        limit = None
         if max_seconds is not None:
             cmd += ["-t", f"{max_seconds + 1:.3f}"]
+            limit = int((max_seconds + 1) * sampling_rate) + sampling_rate
         try:
-            done = subprocess.run(cmd + ["pipe:1"], capture_output=True, check=False)
+            proc = subprocess.Popen(cmd + ["pipe:1"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.DEVNULL)
         except FileNotFoundError:
             raise InputError(f"{name} is not a wav/flac/ogg/mp3 file and ffmpeg is not installed to "
                              f"read other formats; accepted: {ACCEPTED}.") from None
-    audio = np.frombuffer(done.stdout, np.float32)
-    if done.returncode != 0 or audio.size == 0:
-        if done.returncode == 0:
+        out, full = _Output(limit), False
+        try:
+            while not full:
+                chunk = proc.stdout.read(BLOCK_SAMPLES * 4)
+                if not chunk:
+                    break
+                # -t stops ffmpeg near the limit; the buffer stops reading there whatever ffmpeg does.
+                full = not out.add(np.frombuffer(chunk[:len(chunk) - len(chunk) % 4], np.float32))
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            proc.stdout.close()
+            if full:
+                proc.kill()
+            returncode = proc.wait()
+    audio = out.result()
+    if (returncode != 0 and not full) or audio.size == 0:
+        if returncode == 0:
             raise InputError(f"{name} holds no samples (zero length); upload a recording with sound in it.")
         raise InputError(f"{name} could not be decoded as audio; accepted: {ACCEPTED}.")
-    return audio, sampling_rate
+    audio = np.nan_to_num(audio, nan=0.0, posinf=1.0, neginf=-1.0)
+    return audio, audio.shape[0] / sampling_rate
 
 
 class SileroVad:

@@ -18,6 +18,7 @@ from engine.errors import InputError
 from engine.ocr import Box, PageWords, ocr_words, pdf_text_words, tesseract_languages
 from engine.registry import check_model_allowed
 from engine.settings import Settings
+from engine.vision import check_frames, open_image
 
 TASK = "document-question-answering"
 ACCEPTED = "PNG, JPEG, TIFF (multi-page too) or PDF"
@@ -135,21 +136,29 @@ def _open_pdf(data: bytes):
         pdf.close()
 
 
-def _open_image(data: bytes, settings: Settings) -> Image.Image:
+def _open_image(data: bytes, settings: Settings, pages: Sequence[int] | None = None) -> Image.Image:
+    """The image, opened once every page in `pages` (0-based; default: all pages read) is known from its
+    header to be within the pixel limit: a later page of a TIFF can be far larger than the first."""
+    limit = settings.max_image_pixels
     try:
-        image = Image.open(io.BytesIO(data))
+        image = open_image(io.BytesIO(data), limit, "This document", frames=0)
     except Image.DecompressionBombError:  # Pillow's own guard, from the header: nothing was decoded
-        raise InputError(f"This image is too large to open safely; the limit is {settings.max_image_pixels:,} "
+        raise InputError(f"This image is too large to open safely; the limit is {limit:,} "
                          "pixels. Scale it down and upload it again.") from None
-    except (UnidentifiedImageError, OSError):
+    except (UnidentifiedImageError, OSError, SyntaxError, EOFError):
         raise InputError(f"This file is not a document this tab can read; upload a {ACCEPTED} file.") from None
-    if image.format not in IMAGE_FORMATS:
+    try:
+        if image.format not in IMAGE_FORMATS:
+            raise InputError(f"{image.format} images are not accepted here; upload a {ACCEPTED} file.")
+        if image.width * image.height > limit:
+            raise InputError(f"This image is {image.width}x{image.height} pixels; the limit is "
+                             f"{limit:,} pixels. Scale it down and upload it again.")
+        if pages is None:
+            pages = range(min(getattr(image, "n_frames", 1), settings.max_pdf_pages)) if image.format == "TIFF" else [0]
+        check_frames(image, limit, "This document", [p for p in pages if p])
+    except BaseException:
         image.close()
-        raise InputError(f"{image.format} images are not accepted here; upload a {ACCEPTED} file.")
-    if image.width * image.height > settings.max_image_pixels:
-        image.close()
-        raise InputError(f"This image is {image.width}x{image.height} pixels; the limit is "
-                         f"{settings.max_image_pixels:,} pixels. Scale it down and upload it again.")
+        raise
     return image
 
 
@@ -174,7 +183,7 @@ def render_page(doc: Document, number: int, settings: Settings,
             finally:
                 page.close()
         return image, words
-    with _open_image(doc.data, settings) as image:
+    with _open_image(doc.data, settings, pages=[number - 1]) as image:
         try:
             image.seek(number - 1)
             frame = ImageOps.exif_transpose(image).convert("RGB")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Sequence, Union
+from typing import Any, BinaryIO, Iterable, Sequence, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import IcnsImagePlugin, Image, ImageOps, UnidentifiedImageError
 
 from engine.batching import MicroBatcher
 from engine.errors import InputError
@@ -20,6 +21,12 @@ ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 ACCEPTED = "PNG, JPEG, WebP, GIF (first frame), BMP, TIFF and other formats Pillow reads"
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _WIDE_GREY_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+# Pillow formats whose readers open further images or programs: IPTC decodes an embedded image of any
+# size, EPS runs Ghostscript, the rest are stubs or Windows-only. Everything else Pillow reads is opened.
+_NOT_OPENED = {"IPTC", "EPS", "WMF", "FITS", "GRIB", "BUFR", "HDF5", "MPEG"}
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_ICNS_SIZES = {kind: f"{w * scale}x{h * scale}" for (w, h, scale), kinds in IcnsImagePlugin.IcnsFile.SIZES.items()
+               for kind, _ in kinds}
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,7 @@ class Prediction:
 def load_image(source: ImageSource, max_pixels: int = Settings.max_image_pixels) -> Image.Image:
     """An upright 8-bit RGB image; transparency on white; the first frame of an animation."""
     if isinstance(source, Image.Image):
+        check_frames(source, max_pixels, "image")
         return _normalise(source, max_pixels, name="image")
     name = Path(source).name if isinstance(source, (str, os.PathLike)) else "upload"
     empty = f"{name} is an empty file (0 bytes); upload an image ({ACCEPTED})."
@@ -41,7 +49,7 @@ def load_image(source: ImageSource, max_pixels: int = Settings.max_image_pixels)
     elif isinstance(source, (str, os.PathLike)) and Path(source).is_file() and Path(source).stat().st_size == 0:
         raise InputError(empty)
     try:
-        with Image.open(source) as image:
+        with open_image(source, max_pixels, name) as image:
             return _normalise(image, max_pixels, name)
     except (FileNotFoundError, IsADirectoryError):
         raise InputError(f"{name}: no such file; upload an image ({ACCEPTED}).") from None
@@ -53,6 +61,105 @@ def load_image(source: ImageSource, max_pixels: int = Settings.max_image_pixels)
     except (OSError, SyntaxError, EOFError) as exc:
         raise InputError(f"{name} could not be decoded ({exc}); the file may be damaged or truncated. "
                          f"Accepted: {ACCEPTED}.") from None
+
+
+def open_image(source: str | os.PathLike | BinaryIO, max_pixels: int, name: str, frames: int = 1,
+               formats: Iterable[str] | None = None) -> Image.Image:
+    """Image.open, after checking from headers alone that no picture it holds exceeds max_pixels.
+
+    Checked before Image.open: pictures embedded in ICO/CUR/ICNS icons, whose real size can differ
+    from the icon's directory (Pillow decodes an ICO's largest picture while opening it). Checked
+    after: the first `frames` frames (pages of a TIFF), each from its own header. Pillow's own errors
+    (UnidentifiedImageError, DecompressionBombError, OSError) pass through to the caller.
+    """
+    Image.init()
+    allowed = [f for f in (formats or Image.OPEN) if f not in _NOT_OPENED]
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as fp:
+            embedded = embedded_sizes(fp)
+    else:
+        embedded = embedded_sizes(source)
+    for width, height, said in embedded:
+        if width * height > max_pixels:
+            raise InputError(f"{name} holds a {width}x{height} = {width * height:,} pixel picture "
+                             f"(its icon directory says {said}); images up to {max_pixels:,} pixels are "
+                             "accepted. Resize it and try again.")
+    image = Image.open(source, formats=allowed)
+    try:
+        check_frames(image, max_pixels, name, range(frames))
+    except BaseException:
+        image.close()
+        raise
+    return image
+
+
+def check_frames(image: Image.Image, max_pixels: int, name: str, frames: Iterable[int] = (0,)) -> None:
+    """InputError if any of these frames is over max_pixels, read from each frame's header (no pixels decoded)."""
+    first = image.tell()
+    try:
+        for index in frames:
+            if index:
+                try:
+                    image.seek(index)  # TIFF, MPO, DCX: reads that frame's header only
+                except (EOFError, OSError, SyntaxError, ValueError):
+                    break  # a damaged or missing frame: it cannot be decoded either, and says so when asked
+            width, height = image.size
+            if width * height > max_pixels:
+                where = f"{name}: page {index + 1} is" if index else f"{name} is"
+                raise InputError(f"{where} {width}x{height} = {width * height:,} pixels; images up to "
+                                 f"{max_pixels:,} pixels are accepted. Resize it and try again.")
+    finally:
+        if image.tell() != first:
+            image.seek(first)
+
+
+def embedded_sizes(fp: BinaryIO) -> list[tuple[int, int, str]]:
+    """(width, height, size the container claims) of each picture inside an ICO, CUR or ICNS file, from
+    the pictures' own headers (PNG IHDR, BMP info header, JPEG 2000 header); [] for other files."""
+    fp.seek(0)
+    head = fp.read(8)
+    found = []
+    if head[:4] in (b"\0\0\1\0", b"\0\0\2\0"):  # ICO, CUR: a directory of 16-byte entries
+        count = struct.unpack("<H", head[4:6])[0]
+        fp.seek(6)
+        entries = fp.read(16 * count)
+        for i in range(len(entries) // 16):
+            entry = entries[16 * i:16 * i + 16]
+            said = f"{entry[0] or 256}x{entry[1] or 256}"
+            fp.seek(struct.unpack("<I", entry[12:16])[0])
+            data = fp.read(26)
+            if data[:8] == _PNG_MAGIC and len(data) >= 24:
+                found.append((*struct.unpack(">II", data[16:24]), said))
+            elif len(data) >= 12:
+                width, height = struct.unpack("<ii", data[4:12])  # height covers the picture and its mask
+                found.append((abs(width), abs(height) // 2, said))
+    elif head[:4] == b"icns":
+        total = struct.unpack(">I", head[4:8])[0]
+        at = 8
+        while at + 8 <= total:
+            fp.seek(at)
+            block = fp.read(8)
+            if len(block) < 8:
+                break
+            kind, length = block[:4], struct.unpack(">I", block[4:8])[0]
+            if length <= 8:
+                break
+            data = fp.read(min(length - 8, 26))
+            size = None
+            if data[:8] == _PNG_MAGIC and len(data) >= 24:
+                size = struct.unpack(">II", data[16:24])
+            elif data[:4] in (b"\xff\x4f\xff\x51", b"\x0d\x0a\x87\x0a") or data[:12] == b"\x00\x00\x00\x0cjP  \x0d\x0a\x87\x0a":
+                fp.seek(at + 8)
+                try:
+                    with Image.open(io.BytesIO(fp.read(length - 8)), formats=["JPEG2000"]) as sub:
+                        size = sub.size
+                except (UnidentifiedImageError, OSError, SyntaxError):
+                    size = None
+            if size:
+                found.append((size[0], size[1], _ICNS_SIZES.get(kind, "a smaller size")))
+            at += length
+    fp.seek(0)
+    return found
 
 
 def _normalise(image: Image.Image, max_pixels: int, name: str) -> Image.Image:

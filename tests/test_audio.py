@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tracemalloc
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.audio import SileroVad, decode_audio, pack_regions, speech_chunks, speech_regions
+from engine.audio import (MAX_CHANNELS, SileroVad, decode_audio, pack_regions, speech_chunks,
+                          speech_regions)
 from engine.errors import InputError
+from tests.hostile_files import wav_header, wide_flac
 from tests.test_speech_synth import RATE, SENTENCES, make_speech, needs_espeak
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
@@ -52,7 +55,7 @@ def test_8k_float_wav_is_resampled(tmp_path):
 
 
 @needs_ffmpeg
-@pytest.mark.parametrize("ext", ["mp3", "m4a"])
+@pytest.mark.parametrize("ext", ["mp3", "m4a", "ogg", "opus", "webm", "aac"])
 def test_compressed_files_made_with_ffmpeg(tmp_path, ext):
     wav = tmp_path / "in.wav"
     sf.write(wav, tone(2.0, 22050, 500.0), 22050, subtype="PCM_16")
@@ -95,6 +98,108 @@ def test_longer_than_the_limit_is_refused_before_decoding_it_all(tmp_path):
     with pytest.raises(InputError, match=r"lasts 0:12, longer than this server accepts \(0:10\)"):
         decode_audio(path, max_seconds=10)
     assert decode_audio(path, max_seconds=12.5).shape[0] == 12 * RATE
+
+
+# --- hostile files: indirections ffmpeg would follow, headers that size memory ---------------
+
+def server_file(tmp_path):
+    """A recording elsewhere on the server, which an upload must not be able to name."""
+    path = tmp_path / "server" / "private.flac"
+    path.parent.mkdir()
+    sf.write(path, tone(3.0, RATE, 700.0), RATE)
+    return path
+
+
+INDIRECTIONS = {
+    "hls": "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\n{path}\n#EXT-X-ENDLIST\n",
+    "hls, file: url": "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:0\n#EXTINF:10.0,\nfile:{path}\n",
+    "hls, plain": "#EXTM3U\n#EXTINF:10.0,\n{path}\n",
+    "concat": "ffconcat version 1.0\nfile '{path}'\n",
+    "concat, unsafe off": "ffconcat version 1.0\nfile 'file:{path}'\noption safe 0\n",
+    "dash": '<?xml version="1.0"?><MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static"><Period>'
+            '<AdaptationSet><Representation id="1" bandwidth="1"><BaseURL>{path}</BaseURL>'
+            '</Representation></AdaptationSet></Period></MPD>',
+    "ffmetadata": ";FFMETADATA1\ntitle={path}\n",
+}
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("kind", INDIRECTIONS)
+def test_playlists_and_lists_naming_server_files_are_not_followed(tmp_path, kind):
+    private = server_file(tmp_path)
+    upload = tmp_path / "x.wav"
+    upload.write_text(INDIRECTIONS[kind].format(path=private))
+    for source in (upload, upload.read_bytes()):
+        with pytest.raises(InputError, match=r"could not be decoded as audio; accepted: wav, flac") as err:
+            decode_audio(source, max_seconds=60)
+        assert str(private.parent) not in str(err.value) and "/" not in str(err.value)
+
+
+@needs_ffmpeg
+def test_ffmpeg_is_given_only_the_upload(tmp_path, monkeypatch):
+    import engine.audio as audio
+
+    wav = tmp_path / "in.wav"
+    sf.write(wav, tone(1.0, RATE), RATE)
+    m4a = tmp_path / "in.m4a"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(wav), str(m4a)], check=True)
+    seen = []
+    real = audio.subprocess.Popen
+    monkeypatch.setattr(audio.subprocess, "Popen", lambda cmd, **kw: seen.append(cmd) or real(cmd, **kw))
+    decode_audio(m4a)
+    (cmd,) = seen
+    assert cmd[cmd.index("-protocol_whitelist") + 1] == "file"
+    assert cmd[cmd.index("-i") + 1] == f"file:{m4a.resolve()}"
+    allowed = cmd[cmd.index("-format_whitelist") + 1].split(",")
+    assert {"mov", "matroska", "ogg", "mp3", "wav", "flac"} <= set(allowed)
+    assert not {"hls", "concat", "dash", "image2", "lavfi", "sdp", "rtsp", "ffmetadata"} & set(allowed)
+    listed = subprocess.run(["ffmpeg", "-hide_banner", "-demuxers"], capture_output=True, text=True).stdout
+    aliases = {a for line in listed.splitlines()[4:] if line.strip() for a in line.split()[1].split(",")}
+    assert set(allowed) <= aliases  # every name is a demuxer this ffmpeg has (mov matches mov,mp4,m4a,...)
+
+
+@pytest.mark.parametrize("channels, rate", [(1000, 16000), (2, 10_000_000), (1, 1)])
+def test_absurd_channels_or_rates_are_refused_from_the_header(tmp_path, channels, rate):
+    path = tmp_path / "odd.wav"
+    path.write_bytes(wav_header(channels, rate))
+    with pytest.raises(InputError, match=rf"'odd.wav' says it has {channels} channels? at {rate:,} Hz; "
+                                         rf"recordings of 1 to {MAX_CHANNELS} channels at 1,000 to 384,000 Hz "
+                                         r"are accepted \(wav, flac"):
+        decode_audio(path, max_seconds=14400)
+
+
+def test_many_channels_at_a_high_rate_decode_in_bounded_memory(tmp_path):
+    """60 s of 8-channel 192 kHz silence: 369 MB as one float32 read; the output is 3.8 MB."""
+    path = wide_flac(tmp_path / "wide.flac", 60)
+    tracemalloc.start()
+    try:
+        audio = decode_audio(path, max_seconds=14400)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert audio.shape == (60 * RATE,) and audio.dtype == np.float32
+    assert peak < 40 * 2**20, f"{peak / 2**20:.0f} MB"
+
+
+def test_block_resampling_gives_what_one_whole_resample_gives(tmp_path):
+    import librosa
+
+    stereo = np.stack([tone(7.3, 44100, 440.0), tone(7.3, 44100, 1000.0)], axis=1)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, stereo, 44100, subtype="FLOAT")
+    whole = librosa.resample(stereo.mean(axis=1), orig_sr=44100, target_sr=RATE)
+    blocks = decode_audio(path)
+    assert blocks.shape == whole.shape
+    assert np.abs(blocks - whole).max() < 1e-3
+
+
+@needs_ffmpeg
+def test_ffmpeg_output_stops_at_the_limit(tmp_path):
+    path = tmp_path / "long.m4a"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "sine=440:d=30", str(path)],
+                   check=True)
+    with pytest.raises(InputError, match=r"lasts 0:03, longer than this server accepts \(0:02\)"):
+        decode_audio(path, max_seconds=2)
 
 
 def test_pack_regions_groups_up_to_the_window_and_cuts_in_the_middle_of_pauses():

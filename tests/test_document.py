@@ -370,3 +370,44 @@ def test_donut_answers_without_ocr_and_without_box(tiny_donut, invoice, ocr_call
     result = qa.answer(invoice[0], "What is the total?")
     assert [a.as_dict() for a in result.answers] == [{"answer": "total", "score": None, "page": 1, "box": None}]
     assert ocr_calls == [] and result.ocr_pages == 0 and result.sources == ((1, "image (no OCR needed)"),)
+
+
+# --- every page is checked from its header before any is decoded ----------------------------
+
+
+def test_a_large_later_tiff_page_is_refused_before_any_page_is_decoded(monkeypatch):
+    from PIL import ImageFile
+
+    from tests.hostile_files import tiff_small_then_big
+
+    data = tiff_small_then_big(12000)
+    assert len(data) < 100_000
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: decoded.append(self.size) or real_load(self))
+    with pytest.raises(InputError, match=r"This document: page 2 is 12000x12000 = 144,000,000 pixels; images up "
+                                         r"to 40,000,000 pixels are accepted") as err:
+        read_document(data, _settings())
+    assert decoded == [] and "/" not in str(err.value)
+    doc = read_document(data, _settings(max_pdf_pages=1))  # page 2 is not read: the first page still is
+    assert doc.pages == 1 and render_page(doc, 1, _settings(max_pdf_pages=1))[0].size == (400, 200)
+
+
+def test_an_icon_holding_a_large_picture_is_refused_before_it_is_opened():
+    from tests.hostile_files import ico, png_bomb
+
+    with pytest.raises(InputError, match=r"This document holds a 12000x12000 = 144,000,000 pixel picture"):
+        read_document(ico(png_bomb(12000, 12000)), _settings())
+
+
+def test_a_huge_pdf_page_is_rendered_within_the_pixel_limit(tmp_path):
+    from reportlab.pdfgen import canvas
+
+    path = tmp_path / "poster.pdf"
+    c = canvas.Canvas(str(path), pagesize=(14400, 14400))  # the largest page PDF allows: 200 x 200 inches
+    c.setFont("Helvetica", 400)
+    c.drawString(720, 7200, "Invoice number: 1000")
+    c.save()
+    settings = _settings(max_image_pixels=1_000_000)
+    image, _ = render_page(read_document(path, settings), 1, settings)
+    assert image.width * image.height <= 1_000_000 and image.width == image.height

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from engine.errors import InputError
-from engine.vision import Prediction, classify_images, load_image
+from engine.vision import Prediction, check_frames, classify_images, embedded_sizes, load_image
+from tests import hostile_files as hostile
 from tests.fixtures.tiny_models import VIT_LABELS
 
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
@@ -137,3 +138,54 @@ def test_non_images_get_a_clear_error(tmp_path):
         load_image(saved(Image.new("RGB", (64, 64), RED), "PNG")[:60])
     with pytest.raises(InputError, match="no such file"):
         load_image(str(tmp_path / "missing.png"))
+
+
+# --- pictures whose real size hides behind another header -----------------------------------
+
+@pytest.mark.parametrize("make, says", [
+    (lambda: hostile.ico(hostile.png_bomb(12000, 12000)), r"holds a 12000x12000 = 144,000,000 pixel picture "
+                                                          r"\(its icon directory says 256x256\)"),
+    (lambda: hostile.ico(hostile.dib_header(9000, 9000), said=32), r"holds a 9000x9000 = 81,000,000 pixel "
+                                                                    r"picture \(its icon directory says 32x32\)"),
+    (lambda: hostile.icns(hostile.png_bomb(12000, 12000)), r"holds a 12000x12000 = 144,000,000 pixel picture "
+                                                           r"\(its icon directory says 512x512\)"),
+    (lambda: hostile.gif_with_big_first_frame(12000, 12000), r"is 12000x12000 = 144,000,000 pixels"),
+], ids=["ico holding a big PNG", "ico holding a big BMP", "icns holding a big PNG", "gif frame past its screen"])
+def test_icons_and_frames_larger_than_their_header_are_refused_before_decoding(make, says, monkeypatch):
+    decoded = []
+    real_load = Image.Image.load
+    monkeypatch.setattr(Image.Image, "load", lambda self, *a: decoded.append(self.size) or real_load(self, *a))
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self, *a: decoded.append(self.size) or real_load(self))
+    with pytest.raises(InputError, match=says + r"; images up to 40,000,000 pixels are accepted") as err:
+        load_image(make())
+    assert "/" not in str(err.value)
+    assert not [size for size in decoded if size[0] * size[1] > 40_000_000]
+
+
+def test_icons_within_the_limit_still_load():
+    icon = saved(Image.new("RGBA", (64, 64), RED + (255,)), "ICO", sizes=[(64, 64), (32, 32)])
+    assert sorted(w for w, _, _ in embedded_sizes(io.BytesIO(icon))) == [32, 64]
+    image = load_image(icon)
+    assert image.size == (64, 64) and image.getpixel((0, 0)) == RED
+    assert embedded_sizes(io.BytesIO(saved(Image.new("RGB", (8, 8)), "PNG"))) == []
+
+
+def test_check_frames_reads_each_tiff_page_from_its_header():
+    buf = io.BytesIO()
+    Image.new("L", (50, 50)).save(buf, "TIFF", save_all=True, append_images=[Image.new("L", (300, 200))])
+    with Image.open(buf) as image:
+        check_frames(image, 50 * 50, "scan.tif")  # the first page only: within the limit
+        with pytest.raises(InputError, match=r"scan.tif: page 2 is 300x200 = 60,000 pixels; images up to 2,500"):
+            check_frames(image, 50 * 50, "scan.tif", range(2))
+        assert image.tell() == 0 and image.size == (50, 50)
+
+
+def test_formats_that_open_other_images_or_programs_are_not_opened():
+    iptc = hostile.iptc_holding_jpeg(side=1000, said=16)  # Pillow decodes the 1000x1000 JPEG as "16x16"
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 100 100\nshowpage\n"  # Pillow would run Ghostscript
+    for data, fmt in ((iptc, "IPTC"), (eps, "EPS")):
+        assert Image.open(io.BytesIO(data)).format == fmt
+        with pytest.raises(InputError, match="is not an image Pillow can read; accepted: PNG, JPEG"):
+            load_image(data)
