@@ -69,7 +69,7 @@ def _texts(result) -> list[str]:
 def test_an_mcp_client_lists_the_four_tools_and_transcribes_and_classifies(mcp_app):
     audio = "data:audio/flac;base64," + base64.b64encode(SPEECH.read_bytes()).decode()
     tools, (transcript, scores) = asyncio.run(_session(mcp_app, [
-        ("transcribe", {"path": audio}),
+        ("transcribe", {"audio": audio}),
         ("classify_text", {"text": "My phone broke and I need it today", "labels": "urgent, not urgent"}),
     ]))
     by_name = {t.name: t for t in tools}
@@ -77,7 +77,7 @@ def test_an_mcp_client_lists_the_four_tools_and_transcribes_and_classifies(mcp_a
     assert not set(NOT_TOOLS) & set(by_name)
     speech = by_name["transcribe"]
     assert "Transcribe speech" in speech.description and "segments" in speech.description
-    assert "path" in speech.inputSchema["properties"]
+    assert "audio" in speech.inputSchema["properties"]
     assert "candidate labels" in by_name["classify_text"].description
     assert {"text", "labels"} <= set(by_name["classify_text"].inputSchema["properties"])
     assert "document" in by_name["answer_document"].description
