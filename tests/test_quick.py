@@ -17,7 +17,7 @@ from engine.settings import Settings
 from tests.conftest import needs_real_whisper, WHISPER_TINY_EN
 from tests.fixtures.tiny_models import NLI_LABELS, SENTIMENT_LABELS, VIT_LABELS
 from tests.quick_models import AUDIO_LABELS, DETECTION_LABELS, NER_LABELS, quick_model_fixture
-from ui.quick import QUICK, QuickLaunchError, asr_segments, build_interface
+from ui.quick import QUICK, QuickLaunchError, build_interface
 
 quick_model = pytest.fixture(scope="session")(quick_model_fixture)
 
@@ -57,11 +57,15 @@ def _confidences(label_value):
 
 
 def test_asr_whisper_gives_transcript_and_timestamped_segments(quick, tiny_model, stereo_wav):
-    client, _ = quick("automatic-speech-recognition", tiny_model("whisper_en"))
+    from engine.audio import decode_audio
+    from engine.speech import TranscribeOptions, transcribe
+
+    client, pipe = quick("automatic-speech-recognition", tiny_model("whisper_en"))
     text, table = client.predict(handle_file(stereo_wav), api_name="/predict")
     assert table["headers"] == ["start (s)", "end (s)", "text"]
     rows = table["data"]
-    assert rows and "".join(r[2] for r in rows).replace(" ", "") == text.replace(" ", "")
+    engine = transcribe(pipe, decode_audio(stereo_wav), TranscribeOptions())  # the Speech tab's own result
+    assert rows and text == engine.text and [tuple(r) for r in rows] == [(s.start, s.end, s.text) for s in engine.segments]
     starts = [r[0] for r in rows]
     assert starts == sorted(starts) and all(0 <= r[0] <= r[1] <= 2.5 for r in rows)
 
@@ -70,7 +74,7 @@ def test_asr_ctc_gives_word_timestamps(quick, tiny_model, stereo_wav):
     client, _ = quick("automatic-speech-recognition", tiny_model("wav2vec2_ctc"))
     text, table = client.predict(handle_file(stereo_wav), api_name="/predict")
     rows = table["data"]
-    assert [r[2] for r in rows] == text.split()
+    assert " ".join(r[2] for r in rows).split() == text.split()
     assert all(0 <= r[0] < r[1] <= 2.5 for r in rows) and [r[0] for r in rows] == sorted(r[0] for r in rows)
     click = str(stereo_wav).replace(".wav", "-click.wav")
     sf.write(click, np.full(160, 0.3, np.float32), 16000)  # 0.01 s crashed wav2vec2's convolutions
@@ -95,10 +99,25 @@ def test_asr_real_whisper_words_and_times(quick, tmp_path):
     assert table["data"][0][0] < 1.0 and table["data"][-1][1] <= duration + 0.01
 
 
-def test_asr_segments_clamp_open_and_overlong_times():
-    out = {"text": "a b", "chunks": [{"timestamp": (0.5, 40.0), "text": " a"}, {"timestamp": (2.0, None), "text": "b"}]}
-    assert asr_segments(out, 3.0) == [[0.5, 3.0, "a"], [2.0, 3.0, "b"]]
-    assert asr_segments({"text": "hi"}, 1.234) == [[0.0, 1.23, "hi"]]
+@needs_real_whisper
+@pytest.mark.real_model
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng absent")
+def test_asr_is_the_speech_tabs_engine_with_its_segments(quick, tmp_path):
+    """Quick-launch transcribes as the Speech tab does: VAD-cut sentences, starts at the speech, no empty rows."""
+    from engine.speech import TranscribeOptions, transcribe
+    from tests.test_speech_synth import TALK_SENTENCES, talk_wav
+
+    path, speech = talk_wav(tmp_path)
+    client, pipe = quick("automatic-speech-recognition", WHISPER_TINY_EN)
+    text, table = client.predict(handle_file(str(path)), api_name="/predict")
+    rows = table["data"]
+    engine = transcribe(pipe, speech.audio, TranscribeOptions())
+    assert text == engine.text and [tuple(r) for r in rows] == [(s.start, s.end, s.text) for s in engine.segments]
+    assert len(rows) == len(TALK_SENTENCES) and all(r[2].strip() and r[0] < r[1] for r in rows)
+    for row, placed in zip(rows, speech.starts):
+        assert row[0] == pytest.approx(placed, abs=0.3)
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/predict"]
+    assert [p["parameter_name"] for p in api["parameters"]] == ["audio"]
 
 
 def test_audio_classification_shows_the_models_labels(quick, quick_model, stereo_wav):

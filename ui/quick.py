@@ -8,7 +8,9 @@ fails on transformers 5 (tests/test_quick_cli.py records it).
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -23,6 +25,7 @@ from engine.audio import decode_audio
 from engine.errors import InputError, StudioError
 from engine.registry import model_label
 from engine.settings import Settings
+from engine.speech import TranscribeOptions, transcribe
 from engine.text import parse_labels
 from engine.vision import ACCEPTED as IMAGE_ACCEPTED
 from engine.vision import load_image
@@ -59,9 +62,10 @@ class QuickSpec:
     summary: str
     inputs: Callable[[Any, Settings], list]  # (pipe, settings) -> fresh input components
     outputs: Callable[[Any], list]  # pipe -> fresh output components
-    preprocess: Callable[..., Call]  # (pipe, settings, *input values) -> Call
-    postprocess: Callable[[Any, Call], tuple]  # (pipeline output, call) -> output values
+    preprocess: Callable[..., Call] | None  # (pipe, settings, *input values) -> Call
+    postprocess: Callable[[Any, Call], tuple] | None  # (pipeline output, call) -> output values
     examples: Callable[[Any, Settings], list] | None = None  # (pipe, settings) -> example rows
+    run: Callable[..., tuple] | None = None  # (pipe, settings, *input values, progress) -> outputs, instead of a call
 
 
 # --------------------------------------------------------------------------- inputs
@@ -136,34 +140,12 @@ def _has_chat_template(pipe: Any) -> bool:
 # --------------------------------------------------------------------------- tasks
 
 
-def _asr_pre(pipe, settings, path):
+def _asr_run(pipe, settings, path, progress):
+    """The Speech tab's engine: VAD cutting for long audio, batches, its timestamps and progress."""
     audio = _audio(pipe, settings, path)
-    seconds = audio.size / pipe.feature_extractor.sampling_rate
-    kind = getattr(pipe, "type", "")
-    kwargs: dict[str, Any] = {}
-    if kind == "seq2seq_whisper":
-        kwargs["return_timestamps"] = True  # segments; long audio runs through Whisper's long-form decoding
-    elif kind == "ctc":
-        kwargs["return_timestamps"] = "word"
-        if seconds > 30:
-            kwargs["chunk_length_s"] = 30
-    return Call((audio,), kwargs, {"seconds": seconds})
-
-
-def asr_segments(output: Mapping[str, Any], seconds: float) -> list[list]:
-    """Pipeline chunks -> [start, end, text] rows, clamped to the audio (Whisper may leave end=None)."""
-    chunks = output.get("chunks") or [{"timestamp": (0.0, seconds), "text": output["text"]}]
-    rows = []
-    for chunk in chunks:
-        start, end = chunk["timestamp"]
-        start = min(float(start or 0.0), seconds)
-        end = min(float(end if end is not None else seconds), seconds)
-        rows.append([round(start, 2), round(max(start, end), 2), chunk["text"].strip()])
-    return rows
-
-
-def _asr_post(output, call):
-    return output["text"].strip(), asr_segments(output, call.context["seconds"])
+    result = transcribe(pipe, audio, TranscribeOptions(),
+                        progress=lambda done, total: progress((done, total), desc="Transcribing", unit="chunks"))
+    return result.text, [[seg.start, seg.end, seg.text] for seg in result.segments]
 
 
 def _token_pre(pipe, settings, text):
@@ -284,7 +266,7 @@ QUICK: Mapping[str, QuickSpec] = MappingProxyType({
                       gr.Dataframe(headers=["start (s)", "end (s)", "text"], label="Segments",
                                    interactive=False, wrap=True, column_widths=["15%", "15%", "70%"],
                                    elem_id="quick-segments")],
-        _asr_pre, _asr_post),
+        None, None, run=_asr_run),
     "audio-classification": QuickSpec(
         "Classifies a sound.", _audio_in, _label_out,
         lambda pipe, s, path: Call((_audio(pipe, s, path),), {"top_k": TOP_K}),
@@ -377,6 +359,9 @@ def build_interface(pipe: Any, task: str | None = None, settings: Settings | Non
     @gpu(duration=quick_seconds)
     @user_errors  # inside the GPU call too: on ZeroGPU only a gr.Error comes back with its message
     def run(*values: Any) -> tuple:
+        *values, progress = values
+        if spec.run is not None:
+            return spec.run(pipe, settings, *values, progress)
         call = spec.preprocess(pipe, settings, *values)
         return spec.postprocess(pipe(*call.args, **call.kwargs), call)
 
@@ -384,6 +369,12 @@ def build_interface(pipe: Any, task: str | None = None, settings: Settings | Non
     def predict(*values: Any) -> Any:
         result = run(*values)
         return result[0] if len(outputs) == 1 else result
+
+    # Gradio reads the inputs' names and where gr.Progress goes from the signature: one named parameter per
+    # input (the API shows these names), then progress, passed last.
+    predict.__signature__ = inspect.Signature(
+        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in _parameter_names(inputs)]
+        + [inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress())])
 
     name = model_label(str(getattr(getattr(pipe, "model", None), "name_or_path", "") or "model"))
     examples = spec.examples(pipe, settings) if spec.examples else None
@@ -394,6 +385,16 @@ def build_interface(pipe: Any, task: str | None = None, settings: Settings | Non
 
 
 # --------------------------------------------------------------------------- task from a model
+
+
+def _parameter_names(inputs: list) -> list[str]:
+    """'Max new tokens' -> max_new_tokens; each name once."""
+    names: list[str] = []
+    for i, component in enumerate(inputs):
+        base = re.sub(r"\W+", "_", str(getattr(component, "label", "") or "").split("(")[0].strip().lower()).strip("_")
+        name = base if base.isidentifier() and base not in names and base != "progress" else f"input_{i}"
+        names.append(name)
+    return names
 
 
 def infer_task(model: str, offline: bool = False) -> str:
