@@ -192,6 +192,23 @@ def render_page(doc: Document, number: int, settings: Settings,
     return frame, None
 
 
+def draw_boxes(image: Image.Image, marks: Sequence[tuple[Box, str]], width: int | None = None) -> Image.Image:
+    """A copy of the page with each (box, label) drawn: a red frame and its label above it."""
+    from PIL import ImageDraw
+
+    out = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(out)
+    line = width or max(2, round(max(out.size) / 400))
+    for box, label in marks:
+        x0, y0, x1, y1 = box
+        draw.rectangle((x0 - line, y0 - line, x1 + line, y1 + line), outline=(220, 30, 30), width=line)
+        tx, ty = x0, max(0, y0 - line - 12)
+        left, top, right, bottom = draw.textbbox((tx, ty), label)
+        draw.rectangle((left - 2, top - 1, right + 2, bottom + 1), fill=(220, 30, 30))
+        draw.text((tx, ty), label, fill=(255, 255, 255))
+    return out
+
+
 def _is_generative(pipe: Any) -> bool:
     """Donut-style models read the image themselves and return only answer text."""
     return getattr(pipe.model.config, "model_type", None) == "vision-encoder-decoder"

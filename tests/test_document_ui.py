@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 
 import pytest
@@ -66,7 +67,36 @@ def test_only_answers_on_the_shown_page_are_boxed():
     image, boxes = tab.annotated_page(result)
     assert image is result.image and boxes == [((10, 10, 40, 20), "1. 12345"), ((50, 50, 90, 60), "3. 2026")]
     assert tab.answer_rows(result)[0] == [1, "12345", "0.9000", 2, "10, 10, 40, 20"]
-    assert "Showing page **2**" in tab.summary(result) and "no OCR was needed" in tab.summary(result)
+    # Page 1's OCR words were kept from before: the summary says so and does not contradict itself.
+    text = tab.summary(result)
+    assert "Showing page **2**" in text and "page 1 (OCR)" in text and "kept from an earlier question" in text
+    assert "no OCR was needed" not in text
+
+
+def test_the_summary_says_what_ocr_ran_for_this_question():
+    ran = dataclasses.replace(_result([Answer("1", 0.9, 1, (1, 1, 5, 5))]), ocr_pages=1)
+    assert "OCR ran on 1 page for this question, the others' OCR words were kept from before" not in tab.summary(ran)
+    assert "OCR ran on 1 page for this question." in tab.summary(ran)
+    layer = dataclasses.replace(ran, sources=((1, "text layer"),), ocr_pages=0)
+    assert tab.summary(layer).endswith("Words from page 1 (text layer); no OCR was needed.")
+
+
+def test_answers_on_other_pages_are_shown_boxed_on_their_own_pages(tmp_path):
+    from PIL import Image, ImageDraw
+
+    from engine.document import read_document
+    from engine.settings import Settings
+
+    pages = [Image.new("RGB", (200, 100), "white") for _ in range(3)]
+    path = tmp_path / "three.tiff"
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+    result = _result([Answer("a", 0.9, 2, (10, 10, 40, 20)), Answer("b", 0.5, 3, (50, 50, 90, 60)),
+                      Answer("c", 0.4, 2, (100, 10, 150, 30))], page=2)
+    shown = tab.other_pages(result, read_document(str(path), Settings()), Settings())
+    assert [caption for _, caption in shown] == ["Page 3: answer 2"]
+    (image, _), = shown
+    assert image.getpixel((70, 48)) != (255, 255, 255)  # the frame around answer 2's box, on page 3
+    assert image.getpixel((70, 55)) == (255, 255, 255)  # and the inside left clear
 
 
 def test_answers_without_positions_say_why_nothing_is_boxed():

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from engine.document import MAX_TOP_K, TASK, DocumentAnswers, DocumentQA, render_page
+from engine.document import MAX_TOP_K, TASK, DocumentAnswers, DocumentQA, draw_boxes, render_page
+from engine.errors import StudioError
 from engine.ocr import INSTALL_TESSERACT, TesseractMissing, tesseract_languages
 from engine.registry import allowed_models
 from engine.urls import URLFetcher
@@ -44,14 +45,33 @@ def annotated_page(result: DocumentAnswers, image=None):
 
 def summary(result: DocumentAnswers) -> str:
     where = ", ".join(f"page {n} ({src})" for n, src in result.sources)
-    ocr = (f"OCR ran on {result.ocr_pages} page{'s' if result.ocr_pages != 1 else ''} for this question"
-           if result.ocr_pages else "no OCR was needed for this question (text layer or words already cached)")
-    lines = [f"Showing page **{result.page}**. Read {where}; {ocr}."]
+    read_by_ocr = sum(src == "OCR" for _, src in result.sources)
+    if result.ocr_pages:
+        ocr = f"; OCR ran on {result.ocr_pages} page{'s' if result.ocr_pages != 1 else ''} for this question"
+        if read_by_ocr > result.ocr_pages:
+            ocr += ", the others' OCR words were kept from before"
+    elif read_by_ocr:
+        ocr = "; those OCR words were kept from an earlier question, so no OCR ran for this one"
+    else:
+        ocr = "; no OCR was needed"
+    lines = [f"Showing page **{result.page}**. Words from {where}{ocr}."]
     if result.answers and all(a.box is None for a in result.answers):
         lines.append("This model reads the image itself and gives no word positions, so nothing is boxed.")
     if result.note:
         lines.append(result.note)
     return "  \n".join(lines)
+
+
+def other_pages(result: DocumentAnswers, doc, settings) -> list[tuple]:
+    """Each other page holding an answer, its answers boxed and numbered as in the table: (image, caption)."""
+    pages = sorted({a.page for a in result.answers if a.box and a.page != result.page})
+    shown = []
+    for number in pages:
+        image, _ = render_page(doc, number, settings)
+        marks = [(a.box, f"{i}. {a.answer}"[:60]) for i, a in enumerate(result.answers, 1) if a.box and a.page == number]
+        shown.append((draw_boxes(image, marks), f"Page {number}: answer{'s' if len(marks) > 1 else ''} "
+                      + ", ".join(m[1].split(".")[0] for m in marks)))
+    return shown
 
 
 def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
@@ -89,6 +109,8 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
             info = gr.Markdown(elem_id="document-info")
         with gr.Column(scale=3):
             annotated = gr.AnnotatedImage(label="Page, answers boxed", elem_id="document-annotated")
+            others = gr.Gallery(label="Answers on other pages", visible=False, columns=3, height="auto",
+                                elem_id="document-other-pages")
             table = gr.Dataframe(headers=COLUMNS, interactive=False, elem_id="document-answers",
                                  label="Answers")
             with gr.Accordion("API result (JSON)", open=False):
@@ -133,33 +155,46 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
     def show(view):
         result, document = view or (None, None)
         if result is None or not document:
-            return None, [], "", None
-        image, _ = render_page(qa.read(document), result.page, settings)
-        return annotated_page(result, image), answer_rows(result), summary(result), None
+            return None, [], "", gr.Gallery(visible=False), None
+        doc = qa.read(document)
+        image, _ = render_page(doc, result.page, settings)
+        rest = other_pages(result, doc, settings)
+        return (annotated_page(result, image), answer_rows(result), summary(result),
+                gr.Gallery(value=rest or None, visible=bool(rest)), None)
+
+    def forget_answers():
+        # A failed question leaves no answers of an earlier one beside its error.
+        return [], "", gr.Gallery(value=None, visible=False)
 
     @user_errors
     def open_document(document):
+        hidden = gr.Gallery(value=None, visible=False)
         if not document:
-            return gr.Dropdown(choices=[ALL_PAGES], value=ALL_PAGES), None, [], None, ""
+            return gr.Dropdown(choices=[ALL_PAGES], value=ALL_PAGES), None, [], None, "", hidden
         doc = qa.read(document)
         image, _ = render_page(doc, 1, settings)
         pages = [ALL_PAGES] + [str(n) for n in range(1, doc.pages + 1)]
         text = f"{doc.format}, {doc.pages} page{'s' if doc.pages != 1 else ''}. " + (doc.note or "")
-        return gr.Dropdown(choices=pages, value=ALL_PAGES), (image, []), [], None, text
+        return gr.Dropdown(choices=pages, value=ALL_PAGES), (image, []), [], None, text, hidden
 
-    @user_errors
     def preview(document, page_choice):
-        number = parse_page(page_choice)
-        if not document or number is None:
+        try:
+            number = parse_page(page_choice)
+            if not document or number is None:
+                return gr.skip()
+            image, _ = render_page(qa.read(document), number, settings)
+        except (gr.Error, StudioError) as exc:  # the page shown stays; the message says why
+            gr.Warning(str(exc))
             return gr.skip()
-        image, _ = render_page(qa.read(document), number, settings)
         return (image, [])
 
-    gr.on([ask.click, question.submit], answer_document,
+    answered = gr.on([ask.click, question.submit], answer_document,
           inputs=[file, question, page, model, lang, top_k, url], outputs=[raw, view],
-          api_name="answer_document").success(show, inputs=view, outputs=[annotated, table, info, view],
-                                                api_name="document_show", api_visibility="private")
-    file.change(open_document, inputs=file, outputs=[page, annotated, table, raw, info],
+          api_name="answer_document")
+    answered.success(show, inputs=view, outputs=[annotated, table, info, others, view],
+                     api_name="document_show", api_visibility="private")
+    answered.failure(forget_answers, outputs=[table, info, others], api_name=False, queue=False)
+    file.change(open_document, inputs=file, outputs=[page, annotated, table, raw, info, others],
                 api_name="document_open", api_visibility="private")
     page.input(preview, inputs=[file, page], outputs=annotated, api_name="document_preview",
                api_visibility="private")
