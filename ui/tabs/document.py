@@ -10,7 +10,7 @@ import gradio as gr
 from engine.document import MAX_TOP_K, TASK, DocumentAnswers, DocumentQA, render_page
 from engine.ocr import INSTALL_TESSERACT, TesseractMissing, tesseract_languages
 from engine.registry import allowed_models
-from ui.common import hand_over_path, standalone, user_errors
+from ui.common import cancellable, get_pipeline, hand_over_path, standalone, stop_check, user_errors
 
 ALL_PAGES = "All pages"
 FILE_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pdf"]
@@ -81,6 +81,7 @@ def build(registry, settings) -> None:
                                     allow_custom_value=settings.allow_any_model)
                 top_k = gr.Slider(1, MAX_TOP_K, value=3, step=1, label="Answers (top k)", elem_id="document-top-k")
             ask = gr.Button("Answer", variant="primary", elem_id="document-ask")
+            stop = gr.Button("Stop", variant="stop", elem_id="document-stop")
             info = gr.Markdown(elem_id="document-info")
         with gr.Column(scale=3):
             annotated = gr.AnnotatedImage(label="Page, answers boxed", elem_id="document-annotated")
@@ -92,14 +93,17 @@ def build(registry, settings) -> None:
     gr.Examples([[str(EXAMPLE), "What is the invoice number?"]], inputs=[file, question],
                 cache_examples=False, label="Example invoice")
 
+    @cancellable
     @user_errors
     def answer_document(document, question_text, page_choice=ALL_PAGES, model_name=None, ocr_lang="eng",
-                        k=3):
+                        k=3, progress=gr.Progress(track_tqdm=True)):
         """Answer a question about a document; returns [{answer, score, page, box}] (box in page pixels)."""
         if not document:
             raise gr.Error("Upload a document first (PNG, JPEG, TIFF or PDF).", print_exception=False)
+        get_pipeline(registry, TASK, model_name or models[0], progress)  # says so while a first use loads it
         result = qa.answer(document, question_text, page=parse_page(page_choice),
-                           model=model_name or models[0], lang=ocr_lang or "eng", top_k=int(k or 3))
+                           model=model_name or models[0], lang=ocr_lang or "eng", top_k=int(k or 3),
+                           should_stop=stop_check())
         if result.note:  # pages past the limit, or no text: API callers get it too
             gr.Warning(result.note)
         # Gradio keeps a session's state for an hour after it closes (API sessions too), so the
@@ -131,10 +135,12 @@ def build(registry, settings) -> None:
         image, _ = render_page(qa.read(document), number, settings)
         return (image, [])
 
-    gr.on([ask.click, question.submit], answer_document,
-          inputs=[file, question, page, model, lang, top_k], outputs=[raw, view],
-          api_name="answer_document").success(show, inputs=[view, file], outputs=[annotated, table, info, view],
-                                                api_name="document_show", api_visibility="private")
+    answering = gr.on([ask.click, question.submit], answer_document,
+                      inputs=[file, question, page, model, lang, top_k], outputs=[raw, view],
+                      api_name="answer_document")
+    answering.success(show, inputs=[view, file], outputs=[annotated, table, info, view],
+                      api_name="document_show", api_visibility="private")
+    stop.click(None, cancels=[answering], api_name="document_stop", api_visibility="private")
     file.change(open_document, inputs=file, outputs=[page, annotated, table, raw, info],
                 api_name="document_open", api_visibility="private")
     page.input(preview, inputs=[file, page], outputs=annotated, api_name="document_preview",

@@ -10,7 +10,7 @@ from engine.batching import MicroBatcher, event_concurrency
 from engine.errors import InputError, StudioError
 from engine.registry import allowed_models, check_model_allowed
 from engine.vision import Prediction, classify_with, load_image
-from ui.common import hand_over_path, standalone, user_errors
+from ui.common import get_pipeline, hand_over_path, standalone, user_errors
 
 TASK = "image-classification"
 TOP_K_MAX = 20
@@ -32,20 +32,21 @@ def build(registry, settings) -> None:
     models = allowed_models(TASK, settings)
     limit = event_concurrency(settings)
 
-    def pipeline_for(model: str):
+    def pipeline_for(model: str, progress=None):
         check_model_allowed(TASK, model, settings)
-        return registry.get(TASK, model)
+        return get_pipeline(registry, TASK, model, progress)
 
     @user_errors
-    def classify_image(path: str | None, model: str, top_k: float) -> list[dict]:
+    def classify_image(path: str | None, model: str, top_k: float,
+                       progress=gr.Progress(track_tqdm=True)) -> list[dict]:
         if not path:
             raise InputError("No image given; drop, upload or paste an image, or take one with the webcam.")
         image = load_image(path, settings.max_image_pixels)
-        (predictions,) = classify_with(batcher, pipeline_for(model), [image], int(top_k))
+        (predictions,) = classify_with(batcher, pipeline_for(model, progress), [image], int(top_k))
         return as_json(predictions)
 
     @user_errors
-    def classify_images(paths: list[str] | None, model: str, top_k: float):
+    def classify_images(paths: list[str] | None, model: str, top_k: float, progress=gr.Progress(track_tqdm=True)):
         paths = [str(p) for p in paths or []]
         if not paths:
             raise InputError("No images given; upload one or more image files.")
@@ -59,7 +60,7 @@ def build(registry, settings) -> None:
                 failed[path] = str(exc)
         if not loaded:
             raise InputError(" ".join(failed.values()))
-        ranked = dict(zip(loaded, classify_with(batcher, pipeline_for(model), list(loaded.values()), int(top_k))))
+        ranked = dict(zip(loaded, classify_with(batcher, pipeline_for(model, progress), list(loaded.values()), int(top_k))))
         gallery, rows = [], []
         for path in paths:
             name = Path(path).name

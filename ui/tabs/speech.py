@@ -14,7 +14,7 @@ from engine.registry import allowed_models, check_model_allowed, model_source
 from engine.speech import (MAX_BEAMS, MODES, TIMESTAMPS, Transcript, TranscribeOptions, decode_audio,
                            offers_language, transcribe, whisper_languages)
 from engine.subtitles import write_all
-from ui.common import standalone, user_errors
+from ui.common import cancellable, get_pipeline, standalone, stop_check, time_left, user_errors
 
 TASK = "automatic-speech-recognition"
 RATE = 16000  # every offered model's rate; a model with another one gets the audio decoded again
@@ -81,6 +81,7 @@ def build(registry, settings) -> None:
                                       info="1 = greedy (fastest); more beams cost time for little gain",
                                       elem_id="speech-beams")
             run = gr.Button("Transcribe", variant="primary", elem_id="speech-run")
+            stop = gr.Button("Stop", variant="stop", elem_id="speech-stop")
             if EXAMPLES:
                 gr.Examples([[p] for p in EXAMPLES], inputs=audio, label="Example", api_name="speech_example",
                             elem_id="speech-examples")
@@ -98,9 +99,10 @@ def build(registry, settings) -> None:
             segments = gr.JSON(label="Segments (what the API returns)", visible=False, elem_id="speech-json")
     result_state = gr.State()
 
+    @cancellable
     @user_errors
     def transcribe_audio(path: str | None, model_name: str, timestamps_: str, mode_: str, language_: str | None,
-                         task_: str, batch_: float, beams_: float, progress=gr.Progress()):
+                         task_: str, batch_: float, beams_: float, progress=gr.Progress(track_tqdm=True)):
         if not path:
             raise InputError("No audio was given; drop, upload or record a file (wav, flac, mp3, ogg, m4a).")
         check_model_allowed(TASK, model_name, settings)
@@ -112,14 +114,19 @@ def build(registry, settings) -> None:
         options = TranscribeOptions(
             timestamps=timestamps_, mode=mode_, batch_size=min(int(batch_), max_batch), num_beams=int(beams_),
             language=None if language_ in (None, "", AUTO_LANGUAGE) else language_, task=task_ or "transcribe")
-        pipe = registry.get(TASK, model_name)
+        pipe = get_pipeline(registry, TASK, model_name, progress)
         if pipe.feature_extractor.sampling_rate != RATE:
             samples = decode_audio(path, pipe.feature_extractor.sampling_rate, settings.max_audio_seconds,
                                    settings.min_audio_seconds)
         started = time.perf_counter()
         progress((0, None), desc="Transcribing")
-        result = transcribe(pipe, samples, options,
-                            progress=lambda done, total: progress((done, total), desc="Transcribing", unit="chunks"))
+
+        def report(done: float, total: float) -> None:  # seconds of audio, with our own time left
+            left = time_left(done, total, time.perf_counter() - started)
+            progress((round(done), round(total)), desc="Transcribing" + (f" ({left})" if left else ""),
+                     unit="s of audio")
+
+        result = transcribe(pipe, samples, options, progress=report, should_stop=stop_check())
         elapsed = time.perf_counter() - started
         # Written inside Gradio's own cache, which serves them and deletes them with the rest of it.
         folder = tempfile.mkdtemp(prefix="speech-", dir=files.GRADIO_CACHE)
@@ -141,10 +148,12 @@ def build(registry, settings) -> None:
     def language_visible(model_name: str):
         return gr.Row(visible=language_offered(model_name or ""))
 
-    run.click(transcribe_audio, [audio, model, timestamps, mode, language, task, batch, beams],
-              [text, segments, files, result_state], api_name="transcribe").then(
+    transcribing = run.click(transcribe_audio, [audio, model, timestamps, mode, language, task, batch, beams],
+                             [text, segments, files, result_state], api_name="transcribe")
+    transcribing.then(
         show, result_state, [info, table, words, result_state], api_name="speech_show", api_visibility="private",
         queue=False)
+    stop.click(None, cancels=[transcribing], api_name="speech_stop", api_visibility="private")
     model.change(language_visible, model, language_row, api_name="speech_language_options",
                  api_visibility="private", queue=False)
 

@@ -13,7 +13,7 @@ from engine.batching import MicroBatcher, event_concurrency
 from engine.registry import allowed_models, check_model_allowed
 from engine.text import (DEFAULT_TEMPLATE, TEXT_FILE_TYPES, ZeroShotResult, check_text, classify_with,
                          parse_labels, parse_texts, read_texts, validate_template)
-from ui.common import hand_over_path, standalone, user_errors
+from ui.common import get_pipeline, hand_over_path, standalone, user_errors
 
 TASK = "zero-shot-classification"
 EXAMPLE_TEXT = "I have a problem with my iphone that needs to be resolved asap!!"
@@ -56,27 +56,29 @@ def build(registry, settings) -> None:
     models = allowed_models(TASK, settings)
     limit = event_concurrency(settings)
 
-    def run(texts: list[str], labels: str, multi_label: bool, template: str, model: str):
+    def run(texts: list[str], labels: str, multi_label: bool, template: str, model: str, progress=None):
         labels = parse_labels(labels, settings.max_labels, settings.max_label_chars)
         template = validate_template(template, settings.max_label_chars)
         check_model_allowed(TASK, model, settings)
-        pipe = registry.get(TASK, model)
+        pipe = get_pipeline(registry, TASK, model, progress)
         return labels, classify_with(batcher, pipe, texts, labels, multi_label, template,
                                      settings.max_pairs_per_forward)
 
     @user_errors
-    def classify_text(text: str, labels: str, multi_label: bool, template: str, model: str) -> dict:
+    def classify_text(text: str, labels: str, multi_label: bool, template: str, model: str,
+                      progress=gr.Progress(track_tqdm=True)) -> dict:
         text = check_text(text, settings.max_text_chars)
-        _, (result,) = run([text], labels, multi_label, template, model)
+        _, (result,) = run([text], labels, multi_label, template, model, progress)
         return as_json(result)
 
     @user_errors
-    def classify_texts(texts: str, file: str | None, labels: str, multi_label: bool, template: str, model: str):
+    def classify_texts(texts: str, file: str | None, labels: str, multi_label: bool, template: str, model: str,
+                       progress=gr.Progress(track_tqdm=True)):
         if file:
             items = read_texts(file, settings.max_texts, settings.max_text_chars)
         else:
             items = parse_texts(texts, settings.max_texts, settings.max_text_chars)
-        parsed, results = run(items, labels, multi_label, template, model)
+        parsed, results = run(items, labels, multi_label, template, model, progress)
         headers = ["text", "top label", "top score", *parsed]
         rows = results_table(items, parsed, results)
         shown = pd.DataFrame([[*row[:2], *(round(score, 4) for score in row[2:])] for row in rows], columns=headers)
