@@ -144,3 +144,12 @@ def test_first_request_names_the_model_it_loads_and_shows_the_download(make_sett
         time.sleep(0.05)
     assert not any("Loading" in s for s in seen), seen
     client.close()
+
+
+def test_time_left_comes_from_the_rate_so_far():
+    from ui.common import time_left
+
+    assert time_left(0, 100, 5.0) is None and time_left(1, 100, 5.0) is None  # too early to say
+    assert time_left(25, 100, 10.0) == "about 30 s left"
+    assert time_left(10, 100, 10.0) == "about 1 min 30 s left"
+    assert time_left(100, 100, 10.0) is None
