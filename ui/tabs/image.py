@@ -60,7 +60,8 @@ def build(registry, settings) -> None:
                 failed[path] = str(exc)
         if not loaded:
             raise InputError(" ".join(failed.values()))
-        ranked = dict(zip(loaded, classify_with(batcher, pipeline_for(model, progress), list(loaded.values()), int(top_k))))
+        pipe = pipeline_for(model, progress)
+        ranked = dict(zip(loaded, classify_with(batcher, pipe, list(loaded.values()), int(top_k))))
         gallery, rows = [], []
         for path in paths:
             name = Path(path).name
