@@ -10,11 +10,11 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from engine.errors import InputError
+from engine.errors import Cancelled, InputError
 from engine.ocr import Box, PageWords, ocr_words, pdf_text_words, tesseract_languages
 from engine.registry import check_model_allowed
 from engine.settings import Settings
@@ -259,8 +259,10 @@ class DocumentQA:
                              "(Debian packages tesseract-ocr-<lang> add more).")
 
     def answer(self, source: str | Path | bytes | Document, question: str, page: int | None = None,
-               model: str | None = None, lang: str = "eng", top_k: int = 3) -> DocumentAnswers:
-        """The top_k answers on one page (1-based) or, with page=None, over every page read."""
+               model: str | None = None, lang: str = "eng", top_k: int = 3,
+               should_stop: Callable[[], bool] | None = None) -> DocumentAnswers:
+        """The top_k answers on one page (1-based) or, with page=None, over every page read.
+        should_stop() is asked before each page; once it says yes, Cancelled is raised."""
         question = (question or "").strip()
         if not question:
             raise InputError("The question is empty. Type a question about the document (up to "
@@ -287,6 +289,8 @@ class DocumentQA:
         first_image: Image.Image | None = None
         ocr_pages = 0
         for number in numbers:
+            if should_stop is not None and should_stop():
+                raise Cancelled()
             if generative:
                 image, _ = render_page(doc, number, self.settings)
                 sources.append((number, "image (no OCR needed)"))

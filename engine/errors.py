@@ -7,3 +7,7 @@ class StudioError(Exception):
 
 class InputError(StudioError, ValueError):
     """The user's input cannot be used as given."""
+
+
+class Cancelled(Exception):
+    """The caller asked the run to stop (a Stop button, a cancelled API job, a closed page)."""

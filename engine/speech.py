@@ -30,7 +30,8 @@ SNAP_TOLERANCE_S = 0.6
 ALIGN_KEEP_COST_S = 1.0
 NO_SPEECH = "No speech was found in this audio."
 
-Progress = Callable[[int, int], None]
+Progress = Callable[[float, float], None]  # (seconds of audio done, seconds in all)
+ShouldStop = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,14 @@ def whisper_languages() -> list[tuple[str, str]]:
 
 
 def transcribe(pipe, audio: np.ndarray, options: TranscribeOptions = TranscribeOptions(),
-               progress: Progress | None = None) -> Transcript:
-    """Transcribe mono float32 audio at the model's rate (pipe.feature_extractor.sampling_rate)."""
+               progress: Progress | None = None, should_stop: ShouldStop | None = None) -> Transcript:
+    """Transcribe mono float32 audio at the model's rate (pipe.feature_extractor.sampling_rate).
+
+    progress(done, total) hears seconds of audio done as decoding goes. should_stop() is asked
+    between batches and decoding steps; once it says yes, engine.errors.Cancelled is raised."""
+    from engine.whisper_batch import TOKEN_SECONDS, AudioMeter, StepWatch, check_stop
+
+
     rate = pipe.feature_extractor.sampling_rate
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1 or audio.size == 0:
@@ -143,23 +150,35 @@ def transcribe(pipe, audio: np.ndarray, options: TranscribeOptions = TranscribeO
     regions: list[tuple[float, float]] = []
     if mode == "vad":
         found, ranges = speech_regions_and_chunks(audio, rate, max_chunk_s=window)
+        check_stop(should_stop)
         if not ranges:
             return empty(NO_SPEECH)
         regions = [(s / rate, e / rate) for s, e in found]
-        outputs = _run_chunks(pipe, [audio[s:e] for s, e in ranges], call, options.batch_size, progress)
+        outputs = _run_chunks(pipe, [audio[s:e] for s, e in ranges], call, options.batch_size, progress,
+                              should_stop)
         starts, ends = [s / rate for s, _ in ranges], [e / rate for _, e in ranges]
     else:
         if level and options.timestamps != "none":
             # The model's own times are refined with the VAD's here too (cheap next to the model).
             regions = [(s / rate, e / rate) for s, e in speech_regions(audio, rate)]
-        total = 1 if mode == "sequential" else _window_count(duration, window)
-        if progress:
-            progress(0, total)
+        meter = AudioMeter([duration], progress)
+        meter.report()
+        rows = 1
         if mode == "chunked":
             call = {**call, "chunk_length_s": window, "batch_size": options.batch_size}
+            rows = min(options.batch_size, _window_count(duration, window))
+        if pipe.model.can_generate():
+            def on_step(steps: int) -> None:  # the pipeline decodes `rows` windows at once
+                meter.reach(0, steps * rows * TOKEN_SECONDS)
+                meter.report()
+
+            generate = dict(call.get("generate_kwargs") or {})
+            generate["logits_processor"] = [*(generate.get("logits_processor") or ()),
+                                            StepWatch(should_stop, on_step if progress else None)]
+            call = {**call, "generate_kwargs": generate}
+        check_stop(should_stop)
         outputs = [pipe(audio.copy(), **call)]
-        if progress:
-            progress(total, total)
+        meter.finish([0])
         starts, ends = [0.0], [duration]
     text = " ".join(t for t in (str(o.get("text", "")).strip() for o in outputs) if t)
     segments: tuple[Segment, ...] = ()
@@ -173,8 +192,8 @@ def transcribe(pipe, audio: np.ndarray, options: TranscribeOptions = TranscribeO
 
 
 def _run_chunks(pipe, chunks: Sequence[np.ndarray], call: Mapping[str, Any], batch_size: int,
-                progress: Progress | None) -> list[dict]:
-    """Run audio chunks in batches, in order, reporting chunks done after each batch.
+                progress: Progress | None, should_stop: ShouldStop | None = None) -> list[dict]:
+    """Run audio chunks in batches, in order, reporting seconds of audio done as they decode.
 
     Greedy Whisper goes through engine.whisper_batch (static KV cache, CUDA graphs on a GPU:
     the same tokens as the pipeline, several times faster, bench/README.md); everything else
@@ -183,10 +202,11 @@ def _run_chunks(pipe, chunks: Sequence[np.ndarray], call: Mapping[str, Any], bat
     from engine.whisper_batch import transcribe_chunks
 
     if progress:
-        progress(0, len(chunks))
+        progress(0.0, sum(len(c) for c in chunks) / pipe.feature_extractor.sampling_rate)
     return transcribe_chunks(pipe, chunks, batch_size=batch_size,
                              return_timestamps=call.get("return_timestamps", False),
-                             generate_kwargs=call.get("generate_kwargs"), progress=progress)
+                             generate_kwargs=call.get("generate_kwargs"), progress=progress,
+                             should_stop=should_stop)
 
 
 def _call_kwargs(pipe, options: TranscribeOptions, mode: str, duration: float, window: float,

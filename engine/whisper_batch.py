@@ -20,11 +20,66 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.errors import Cancelled
+
 # generate_kwargs this path understands; any other key sends the call through the pipeline.
 FAST_KWARGS = frozenset({"max_new_tokens", "min_new_tokens", "language", "task", "num_beams", "do_sample"})
 _CHECK_EVERY = 16  # steps between looks at "have all rows ended?" (each look waits for the device)
+# How far a row without timestamps has got is guessed from its tokens: speech runs near 3 a second.
+TOKEN_SECONDS = 0.3
+_FRAMES_PER_SECOND = 100  # Whisper's log-mel frames are 10 ms apart
+UNFINISHED = 0.95  # a chunk still decoding counts at most this share of its length as done
 
-Progress = Callable[[int, int], Any]
+Progress = Callable[[float, float], Any]  # (seconds of audio done, seconds in all)
+ShouldStop = Callable[[], bool]
+
+
+class AudioMeter:
+    """Seconds of audio done per chunk, reported as progress(done, total) in seconds of audio.
+
+    A chunk still decoding counts what its timestamps (or, without them, its tokens) reach, at most
+    UNFINISHED of its length; it counts in full once its batch is done. Done never goes back.
+    """
+
+    def __init__(self, lengths: Sequence[float], progress: Progress | None):
+        self.lengths = list(lengths)
+        self.total = float(sum(self.lengths))
+        self.done = [0.0] * len(self.lengths)
+        self.progress = progress
+
+    def reach(self, index: int, seconds: float) -> None:
+        cap = self.lengths[index] * UNFINISHED
+        self.done[index] = max(self.done[index], min(float(seconds), cap))
+
+    def finish(self, indices: Sequence[int]) -> None:
+        for i in indices:
+            self.done[i] = self.lengths[i]
+        self.report()
+
+    def report(self) -> None:
+        if self.progress is not None:
+            self.progress(sum(self.done), self.total)
+
+
+class StepWatch:
+    """A logits processor that leaves the scores alone: it raises Cancelled between decoding steps
+    once should_stop() says so, and calls on_step(steps) every _CHECK_EVERY steps (for progress)."""
+
+    def __init__(self, should_stop: ShouldStop | None = None, on_step: Callable[[int], Any] | None = None):
+        self.should_stop, self.on_step, self.steps = should_stop, on_step, 0
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.should_stop is not None and self.should_stop():
+            raise Cancelled()
+        self.steps += 1
+        if self.on_step is not None and self.steps % _CHECK_EVERY == 0:
+            self.on_step(self.steps)
+        return scores
+
+
+def check_stop(should_stop: ShouldStop | None) -> None:
+    if should_stop is not None and should_stop():
+        raise Cancelled()
 
 
 @dataclass(frozen=True)
@@ -39,33 +94,47 @@ class DecodeOptions:
 def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8,
                       return_timestamps: bool | str = False, generate_kwargs: dict | None = None,
                       progress: Progress | None = None,
-                      options: DecodeOptions = DecodeOptions()) -> list[dict]:
+                      options: DecodeOptions = DecodeOptions(),
+                      should_stop: ShouldStop | None = None) -> list[dict]:
     """Transcribe 16 kHz mono chunks (each at most 30 s) with a Whisper pipeline.
 
     Returns one dict per chunk shaped like the ASR pipeline's output: {"text"} plus,
     with timestamps, {"chunks": [{"timestamp": (start, end), "text"}]} in seconds from
-    the chunk's start. progress(done, total) is called after each batch.
+    the chunk's start. progress(done, total) is called in seconds of audio, during each batch
+    and after it. should_stop() is asked before each batch and each decoding step; once it
+    says yes, Cancelled is raised.
     """
     generate_kwargs = {**getattr(pipe, "_generate_kwargs", {}), **(generate_kwargs or {})}
     chunks = list(chunks)
     if not chunks:
         return []
     batch_size = max(1, int(batch_size))
+    rate = pipe.feature_extractor.sampling_rate
+    meter = AudioMeter([len(c) / rate for c in chunks], progress)
     if not fast_path_applies(pipe, chunks, return_timestamps, generate_kwargs):
-        return _pipeline_path(pipe, chunks, batch_size, return_timestamps, generate_kwargs, progress)
+        return _pipeline_path(pipe, chunks, batch_size, return_timestamps, generate_kwargs, progress,
+                              should_stop)
     model = pipe.model
     plan = _Plan.build(model, bool(return_timestamps), generate_kwargs)
     time_precision = pipe.feature_extractor.chunk_length / model.config.max_source_positions
+    frame_s = pipe.feature_extractor.hop_length / rate
     out: list[dict] = []
     with torch.inference_mode():
         for start in range(0, len(chunks), batch_size):
+            check_stop(should_stop)
             batch = chunks[start:start + batch_size]
             features = log_mel(pipe.feature_extractor, batch,
                                model.device if options.features_on_device else "cpu")
-            for ids in _decode_features(model, features.to(model.device, model.dtype), plan, options):
+
+            def reached(rows: list[tuple[int, float]], first: int = start) -> None:
+                for row, frames in rows:
+                    meter.reach(first + row, frames * frame_s)
+                meter.report()
+
+            for ids in _decode_features(model, features.to(model.device, model.dtype), plan, options,
+                                        should_stop, reached if progress is not None else None):
                 out.append(_to_output(pipe.tokenizer, ids, plan, bool(return_timestamps), time_precision))
-            if progress is not None:
-                progress(len(out), len(chunks))
+            meter.finish(range(start, start + len(batch)))
     return out
 
 
@@ -367,8 +436,13 @@ class _Loop:
         self.n += 1
 
 
-def _decode_features(model, features: torch.Tensor, plan: _Plan, options: DecodeOptions) -> list[list[int]]:
-    """Token ids per row, running more passes over a window where generate would (see segment_tokens)."""
+def _decode_features(model, features: torch.Tensor, plan: _Plan, options: DecodeOptions,
+                     should_stop: ShouldStop | None = None,
+                     reached: Callable[[list[tuple[int, float]]], Any] | None = None) -> list[list[int]]:
+    """Token ids per row, running more passes over a window where generate would (see segment_tokens).
+
+    reached([(row, frames)]), when given, hears every _CHECK_EVERY steps how far into its audio
+    each row's decoding has got, in feature frames."""
     frames = features.shape[-1]
     encoder = model.get_encoder()
     stride = encoder.conv1.stride[0] * encoder.conv2.stride[0]
@@ -380,7 +454,12 @@ def _decode_features(model, features: torch.Tensor, plan: _Plan, options: Decode
             window = features if len(active) == len(seek) else features[active]
         else:
             window = torch.stack([F.pad(features[i, :, seek[i]:], (0, seek[i])) for i in active])
-        rows = _greedy(model, encoder(window).last_hidden_state, plan, options)
+        check_stop(should_stop)
+        watch = None
+        if reached is not None:
+            def watch(at: list[float], rows: list[int] = active) -> None:
+                reached([(i, seek[i] + frames) for i, frames in zip(rows, at)])
+        rows = _greedy(model, encoder(window).last_hidden_state, plan, options, should_stop, watch, stride)
         still = []
         for i, row in zip(active, rows):
             ids, advance = segment_tokens(row, plan.eos, plan.timestamp_begin, frames - seek[i], stride)
@@ -392,8 +471,13 @@ def _decode_features(model, features: torch.Tensor, plan: _Plan, options: Decode
     return kept
 
 
-def _greedy(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions) -> list[list[int]]:
-    """Generated token ids per row (after the start tokens), pad-filled after end of text."""
+def _greedy(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
+            should_stop: ShouldStop | None = None, watch: Callable[[list[float]], Any] | None = None,
+            stride: int = 2) -> list[list[int]]:
+    """Generated token ids per row (after the start tokens), pad-filled after end of text.
+
+    should_stop() is asked before every step (a host-side call: nothing waits for the device);
+    watch(frames reached per row) is called every _CHECK_EVERY steps, where the loop looks anyway."""
     dev = encoded.device
     b = encoded.shape[0]
     init = list(plan.init_tokens)
@@ -412,11 +496,27 @@ def _greedy(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions) -
             run = _capture(loop)
         except RuntimeError as exc:  # a kernel that cannot be captured: decode without the graph
             warnings.warn(f"CUDA graph capture failed, decoding step by step: {exc}", RuntimeWarning)
+    frames = encoded.shape[1] * stride
     for done in range(plan.steps):
+        check_stop(should_stop)
         run()
-        if (done + 1) % _CHECK_EVERY == 0 and done + 1 < plan.steps and bool(loop.finished.all()):
-            break
+        if (done + 1) % _CHECK_EVERY == 0 and done + 1 < plan.steps:
+            if watch is not None:
+                watch(_frames_reached(loop, plan, frames, stride))
+            if bool(loop.finished.all()):
+                break
     return loop.out.cpu().tolist()
+
+
+def _frames_reached(loop: _Loop, plan: _Plan, frames: int, stride: int) -> list[float]:
+    """How far into the window each row has got: a row that ended, all of it; else its last
+    timestamp, or (without timestamps) its token count at TOKEN_SECONDS a token."""
+    ended = loop.finished.tolist()
+    if plan.timestamps:
+        at = ((loop.ts_last - plan.timestamp_begin).clamp(min=0) * stride).tolist()
+    else:
+        at = [int(loop.n) * TOKEN_SECONDS * _FRAMES_PER_SECOND] * len(ended)
+    return [float(frames) if e else float(a) for e, a in zip(ended, at)]
 
 
 def _capture(loop: _Loop) -> Callable[[], None]:
@@ -445,19 +545,36 @@ def _to_output(tokenizer, ids: list[int], plan: _Plan, timestamps: bool, time_pr
     return {"text": text, **optional}
 
 
-def _pipeline_path(pipe, chunks, batch_size, return_timestamps, generate_kwargs, progress) -> list[dict]:
-    """The plain pipeline, batch by batch, for what the fast path does not cover."""
+def _pipeline_path(pipe, chunks, batch_size, return_timestamps, generate_kwargs, progress,
+                   should_stop: ShouldStop | None = None) -> list[dict]:
+    """The plain pipeline, batch by batch, for what the fast path does not cover.
+
+    A generating model gets a StepWatch: cancelled between decoding steps, and a batch's progress
+    guessed from its steps (TOKEN_SECONDS a step) until the batch is done."""
     rate = pipe.feature_extractor.sampling_rate
+    meter = AudioMeter([len(c) / rate for c in chunks], progress)
     kwargs: dict[str, Any] = {"batch_size": batch_size}
     if generate_kwargs:  # CTC pipelines take none
         kwargs["generate_kwargs"] = generate_kwargs
     if return_timestamps:
         kwargs["return_timestamps"] = return_timestamps
+    generates = bool(getattr(pipe.model, "can_generate", lambda: False)())
     out: list[dict] = []
     step = max(batch_size, 1)
     for start in range(0, len(chunks), step):
+        check_stop(should_stop)
         batch = [{"raw": np.asarray(c, dtype=np.float32), "sampling_rate": rate} for c in chunks[start:start + step]]
-        out.extend(pipe(batch, **kwargs))
-        if progress is not None:
-            progress(len(out), len(chunks))
+        call = kwargs
+        if generates:
+            def on_step(steps: int, first: int = start, n: int = len(batch)) -> None:
+                for i in range(first, first + n):
+                    meter.reach(i, steps * TOKEN_SECONDS)
+                meter.report()
+
+            watch = StepWatch(should_stop, on_step if progress is not None else None)
+            gen = dict(kwargs.get("generate_kwargs") or {})
+            gen["logits_processor"] = [*(gen.get("logits_processor") or ()), watch]
+            call = {**kwargs, "generate_kwargs": gen}
+        out.extend(pipe(batch, **call))
+        meter.finish(range(start, start + len(batch)))
     return out

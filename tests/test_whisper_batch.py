@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.whisper_batch import DecodeOptions, fast_path_applies, log_mel, segment_tokens, transcribe_chunks
+import engine.whisper_batch as wb
+from engine.errors import Cancelled
+from engine.whisper_batch import (TOKEN_SECONDS, DecodeOptions, fast_path_applies, log_mel, segment_tokens,
+                                  transcribe_chunks)
 from tests.conftest import WHISPER_TINY_EN, needs_real_whisper
 
 RATE = 16000
@@ -91,11 +94,67 @@ def test_real_whisper_reads_speech_like_the_pipeline():
     assert starts == sorted(starts) and len(starts) >= 2  # two sentences, two segments in order
 
 
-def test_progress_reports_chunks_done_after_each_batch(tiny_en):
+def test_progress_reports_seconds_of_audio_done_after_each_batch(tiny_en):
     seen = []
-    transcribe_chunks(tiny_en, [noise(2.0, i) for i in range(5)], batch_size=2, generate_kwargs=GREEDY,
+    transcribe_chunks(tiny_en, [noise(2.0, i) for i in range(5)], batch_size=2,
+                      generate_kwargs={**GREEDY, "max_new_tokens": 10},
                       progress=lambda done, total: seen.append((done, total)))
-    assert seen == [(2, 5), (4, 5), (5, 5)]
+    assert seen == [pytest.approx((4.0, 10.0)), pytest.approx((8.0, 10.0)), pytest.approx((10.0, 10.0))]
+
+
+@pytest.mark.parametrize("timestamps", [False, True])
+def test_progress_moves_inside_one_batch(tiny_en, timestamps):
+    # Three 20 s chunks, one batch (the default 8): progress must not wait for the batch to end.
+    seen = []
+    steps = {**GREEDY, "min_new_tokens": 60, "max_new_tokens": 60}
+    transcribe_chunks(tiny_en, [noise(20.0, i) for i in range(3)], batch_size=8, return_timestamps=timestamps,
+                      generate_kwargs=steps, progress=lambda done, total: seen.append((done, total)))
+    done = [d for d, _ in seen]
+    assert all(t == pytest.approx(60.0) for _, t in seen)
+    assert done == sorted(done) and done[-1] == pytest.approx(60.0)
+    assert len(seen) >= 60 // 16 + 1  # every 16 decoding steps (of each pass), then the batch's end
+    if not timestamps:  # guessed from tokens: 16 steps ~ 4.8 s of each chunk
+        assert done[:2] == [pytest.approx(3 * 16 * TOKEN_SECONDS), pytest.approx(3 * 32 * TOKEN_SECONDS)]
+    assert all(d <= 0.95 * 60 for d in done[:-1])
+
+
+class CountSteps:
+    """Counts _StaticDecoder.step calls (one per token of every row at once) and encoder passes."""
+
+    def __init__(self, monkeypatch, model):
+        self.steps = self.encodes = 0
+        step = wb._StaticDecoder.step
+
+        def counted(decoder, *args):
+            self.steps += 1
+            return step(decoder, *args)
+
+        monkeypatch.setattr(wb._StaticDecoder, "step", counted)
+        model.get_encoder().register_forward_hook(lambda *_: setattr(self, "encodes", self.encodes + 1))
+
+
+def test_cancel_stops_before_the_next_decoding_step_and_runs_no_more_batches(tiny_en, monkeypatch):
+    spy = CountSteps(monkeypatch, tiny_en.model)
+    stop_at = 25
+    with pytest.raises(Cancelled):
+        transcribe_chunks(tiny_en, [noise(5.0, i) for i in range(4)], batch_size=2,
+                          generate_kwargs={**GREEDY, "min_new_tokens": 100, "max_new_tokens": 100},
+                          should_stop=lambda: spy.steps >= stop_at)
+    assert spy.steps == stop_at  # not one step after the cancel was seen
+    assert spy.encodes == 1  # the second batch never started
+
+
+def test_cancel_reaches_the_pipeline_path_between_generate_steps(tiny_en):
+    calls = [0]
+    hook = tiny_en.model.get_decoder().register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    try:
+        with pytest.raises(Cancelled):
+            transcribe_chunks(tiny_en, [noise(5.0, i) for i in range(4)], batch_size=2,
+                              generate_kwargs={"num_beams": 2, "min_new_tokens": 100, "max_new_tokens": 100},
+                              should_stop=lambda: calls[0] >= 5)
+    finally:
+        hook.remove()
+    assert calls[0] == 5  # beam search stopped at the step where the cancel was seen
 
 
 # --- what goes through the pipeline instead ------------------------------------------------------

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import shutil
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
+import anyio
 import gradio as gr
 import torch
 from gradio.utils import NamedString
 from gradio_client.utils import is_valid_file
 
 from engine.devices import release_memory
-from engine.errors import InputError, StudioError
+from engine.errors import Cancelled, InputError, StudioError
+from engine.registry import check_model_allowed
 from engine.urls import NOT_ENABLED, URLFetcher
 
 log = logging.getLogger("pipeline_studio")
@@ -31,7 +37,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except gr.Error:
+        except (gr.Error, Cancelled):
             raise
         except StudioError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
@@ -142,3 +148,99 @@ def standalone(build: Callable[..., Any], registry: Any, settings: Any, title: s
     with gr.Blocks(title=title) as demo:
         build(registry, settings, **tab_options)
     return demo
+
+
+# --- stopping a run ---------------------------------------------------------------------------
+# Gradio cannot stop a thread. A Stop button (cancels=[...]) and gradio_client's job.cancel() both
+# POST /cancel, which cancels the asyncio task awaiting the handler; a sync handler's thread runs
+# on. A closed page only marks its jobs not alive. So a cancellable handler runs in a thread of its
+# own, and a stop flag the engine reads is set when its task is cancelled or its page has gone.
+WATCH_S = 0.25  # how often a running handler looks whether anyone still waits for it
+STOP_WAIT_S = 10.0  # how long a cancelled run may take to stop before its worker is given back anyway
+_STOP: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("studio_stop", default=None)
+STOPPED = "Stopped."
+
+
+def stop_check() -> Callable[[], bool]:
+    """The running handler's "was I stopped?" callable, for the engine (never stopped outside one)."""
+    stop = _STOP.get()
+    return stop.is_set if stop is not None else (lambda: False)
+
+
+def cancellable(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Make a sync handler stoppable: a Stop button, a cancelled API job or a closed page sets the
+    flag stop_check() reads; the engine then raises Cancelled between batches or steps."""
+
+    @functools.wraps(fn)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        stop, ended = threading.Event(), threading.Event()
+        context = contextvars.copy_context()  # Gradio's progress, request and event id travel with it
+        context.run(_STOP.set, stop)
+
+        def call() -> Any:
+            try:
+                return context.run(fn, *args, **kwargs)
+            finally:
+                ended.set()
+
+        worker = asyncio.ensure_future(anyio.to_thread.run_sync(call, abandon_on_cancel=True))
+        try:
+            while not (await asyncio.wait({worker}, timeout=WATCH_S))[0]:
+                if not run_is_awaited():
+                    stop.set()
+            return worker.result()
+        except asyncio.CancelledError:
+            stop.set()
+            worker.cancel()
+            deadline = time.monotonic() + STOP_WAIT_S
+            while not ended.is_set() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)  # the worker stays taken until the engine has stopped
+            raise
+        except Cancelled:
+            raise gr.Error(STOPPED, print_exception=False) from None
+
+    return run
+
+
+def run_is_awaited() -> bool:
+    """False once the page or API client that started this run has gone (Gradio marks its job not
+    alive when the event stream closes). Gradio private API, pinned by tests/test_cancel.py."""
+    from gradio.context import LocalContext
+
+    blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+    queue = getattr(blocks, "_queue", None)
+    if queue is None or event_id is None:
+        return True
+    for job in list(getattr(queue, "active_jobs", None) or ()):
+        for event in job or ():
+            if getattr(event, "_id", None) == event_id:
+                return bool(getattr(event, "alive", True))
+    return True
+
+
+# --- progress -----------------------------------------------------------------------------------
+
+def get_pipeline(registry: Any, task: str, model: str, progress: Any = None) -> Any:
+    """registry.get(task, model), saying "Loading <model> (first use) ..." while a pipeline that is not
+    loaded yet loads; with gr.Progress(track_tqdm=True) a Hub download's own bars show under it."""
+    check_model_allowed(task, model, registry.settings)
+    key = registry.key_for(task, model)
+    if progress is None or registry.is_loaded(key):
+        return registry.get(task, model)
+    marker = object()  # the line stays above any download bars until the load is over
+    progress.tqdm(None, desc=f"Loading {key.label} (first use) ...", unit="", _tqdm=marker)
+    try:
+        return registry.get(task, model)
+    finally:
+        progress.close(marker)
+
+
+def time_left(done: float, total: float, elapsed: float) -> str | None:
+    """"about 40 s left" from the rate so far; None until there is enough to go on."""
+    if total <= 0 or done <= 0 or done >= total or elapsed < 1.0 or done / total < 0.02:
+        return None
+    left = elapsed * (total - done) / done
+    if left < 60:
+        return f"about {max(1, round(left))} s left"
+    minutes, seconds = divmod(round(left), 60)
+    return f"about {minutes} min {seconds:02d} s left"

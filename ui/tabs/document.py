@@ -12,7 +12,8 @@ from engine.errors import StudioError
 from engine.ocr import INSTALL_TESSERACT, TesseractMissing, tesseract_languages
 from engine.registry import allowed_models
 from engine.urls import URLFetcher
-from ui.common import hand_over_path, open_choices, standalone, upload_or_url, url_box, user_errors
+from ui.common import (cancellable, get_pipeline, hand_over_path, open_choices, standalone, stop_check, upload_or_url,
+                       url_box, user_errors)
 from ui.zerogpu import MANY_ITEMS_SECONDS, gpu
 
 ALL_PAGES = "All pages"
@@ -106,6 +107,7 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
                 top_k = gr.Slider(1, MAX_TOP_K, value=3, step=1, precision=0, label="Answers (top k)",
                                   elem_id="document-top-k")
             ask = gr.Button("Answer", variant="primary", elem_id="document-ask")
+            stop = gr.Button("Stop", variant="stop", elem_id="document-stop")
             info = gr.Markdown(elem_id="document-info")
         with gr.Column(scale=3):
             annotated = gr.AnnotatedImage(label="Page, answers boxed", elem_id="document-annotated")
@@ -119,10 +121,12 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
     gr.Examples([[str(EXAMPLE), "What is the invoice number?"]], inputs=[file, question],
                 cache_examples=False, label="Example invoice")
 
+    @cancellable
     @gpu(duration=MANY_ITEMS_SECONDS)
     @user_errors
     def answer_document(document: str | None = None, question: str = "", page: str = ALL_PAGES, model: str | None = None,
-                        lang: str = "eng", top_k: int = 3, url: str | None = None):
+                        lang: str = "eng", top_k: int = 3, url: str | None = None,
+                        progress=gr.Progress(track_tqdm=True)):
         """Answer a question about a document (an invoice, a form, a PDF); each answer is boxed on its page.
 
         Args:
@@ -142,9 +146,10 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
                            + (" or give its URL." if fetcher.enabled else "."), print_exception=False)
         page_number = parse_page(page)
         # A fetched document stays in Gradio's cache like an upload: show() renders its page from it.
+        get_pipeline(registry, TASK, model or models[0], progress)  # says so while a first use loads it
         with upload_or_url(document, url, fetcher, file.GRADIO_CACHE, keep=True) as document:
-            result = qa.answer(document, question, page=page_number,
-                               model=model or models[0], lang=lang or "eng", top_k=int(top_k or 3))
+            result = qa.answer(document, question, page=page_number, model=model or models[0],
+                               lang=lang or "eng", top_k=int(top_k or 3), should_stop=stop_check())
         if result.note:  # pages past the limit, or no text: API callers get it too
             gr.Warning(result.note)
         # Gradio keeps a session's state for an hour after it closes (API sessions too), so the
@@ -193,6 +198,7 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
           api_name="answer_document")
     answered.success(show, inputs=view, outputs=[annotated, table, info, others, view],
                      api_name="document_show", api_visibility="private")
+    stop.click(None, cancels=[answered], api_name="document_stop", api_visibility="private")
     answered.failure(forget_answers, outputs=[table, info, others], api_name=False, queue=False)
     file.change(open_document, inputs=file, outputs=[page, annotated, table, raw, info, others],
                 api_name="document_open", api_visibility="private")

@@ -12,7 +12,8 @@ from engine.errors import InputError, StudioError
 from engine.registry import allowed_models, check_model_allowed
 from engine.urls import NOT_ENABLED, URLFetcher, url_file_name
 from engine.vision import Prediction, classify_with, load_image
-from ui.common import fetch_into, hand_over_path, open_choices, standalone, upload_or_url, url_box, user_errors
+from ui.common import (fetch_into, get_pipeline, hand_over_path, open_choices, standalone, upload_or_url, url_box,
+                       user_errors)
 from ui.zerogpu import MANY_ITEMS_SECONDS, ONE_ITEM_SECONDS, gpu
 
 TASK = "image-classification"
@@ -36,15 +37,15 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
     models = allowed_models(TASK, settings)
     limit = event_concurrency(settings)
 
-    def pipeline_for(model: str | None):
+    def pipeline_for(model: str | None, progress=None):
         model = model or models[0]
         check_model_allowed(TASK, model, settings)
-        return registry.get(TASK, model)
+        return get_pipeline(registry, TASK, model, progress)
 
     @gpu(duration=ONE_ITEM_SECONDS)
     @user_errors
     def classify_image(image: str | None = None, model: str | None = None, top_k: int = 5,
-                       url: str | None = None) -> list[dict]:
+                       url: str | None = None, progress=gr.Progress(track_tqdm=True)) -> list[dict]:
         """Classify one image.
 
         Args:
@@ -62,13 +63,13 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
         check_model_allowed(TASK, model or models[0], settings)
         with upload_or_url(image, url, fetcher, files.GRADIO_CACHE) as path:
             loaded = load_image(path, settings.max_image_pixels)
-        (predictions,) = classify_with(batcher, pipeline_for(model), [loaded], int(top_k))
+        (predictions,) = classify_with(batcher, pipeline_for(model, progress), [loaded], int(top_k))
         return as_json(predictions)
 
     @gpu(duration=MANY_ITEMS_SECONDS)
     @user_errors
     def classify_images(images: list[str] | None = None, model: str | None = None, top_k: int = 5,
-                        urls: str | None = None):
+                        urls: str | None = None, progress=gr.Progress(track_tqdm=True)):
         """Classify several images at once; one that cannot be read gets a row saying why, the rest are classified.
 
         Args:
@@ -105,12 +106,13 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
                     failed[fetched] = str(exc)
                 names[fetched] = url_file_name(url)
                 paths.append(fetched)
-            return _classify_many(paths, names, failed, model, top_k)
+            return _classify_many(paths, names, failed, model, top_k, progress)
         finally:
             for folder in folders:
                 shutil.rmtree(folder, ignore_errors=True)
 
-    def _classify_many(paths: list[str], names: dict[str, str], failed: dict[str, str], model: str, top_k: float):
+    def _classify_many(paths: list[str], names: dict[str, str], failed: dict[str, str], model: str, top_k: float,
+                       progress=None):
         loaded = {}
         for path in paths:
             if path in failed:
@@ -121,7 +123,8 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
                 failed[path] = str(exc)
         if not loaded:
             raise InputError(" ".join(failed.values()))
-        ranked = dict(zip(loaded, classify_with(batcher, pipeline_for(model), list(loaded.values()), int(top_k))))
+        pipe = pipeline_for(model, progress)
+        ranked = dict(zip(loaded, classify_with(batcher, pipe, list(loaded.values()), int(top_k))))
         gallery, rows = [], []
         for path in paths:
             name = names[path]

@@ -15,7 +15,8 @@ from engine.speech import (MAX_BEAMS, MODES, TIMESTAMPS, Transcript, TranscribeO
                            offers_language, transcribe, whisper_languages)
 from engine.subtitles import write_all
 from engine.urls import URLFetcher
-from ui.common import open_choices, standalone, upload_or_url, url_box, user_errors
+from ui.common import (cancellable, get_pipeline, open_choices, standalone, stop_check, time_left, upload_or_url,
+                       url_box, user_errors)
 from ui.zerogpu import gpu, speech_seconds
 
 TASK = "automatic-speech-recognition"
@@ -87,6 +88,7 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
                                       info="1 = greedy (fastest); more beams cost time for little gain",
                                       elem_id="speech-beams")
             run = gr.Button("Transcribe", variant="primary", elem_id="speech-run")
+            stop = gr.Button("Stop", variant="stop", elem_id="speech-stop")
             if EXAMPLES:
                 gr.Examples([[p] for p in EXAMPLES], inputs=audio, label="Example", api_name="speech_example",
                             elem_id="speech-examples")
@@ -104,11 +106,13 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
             segments = gr.JSON(label="Segments", visible=False, elem_id="speech-json")  # for API callers
     result_state = gr.State()
 
+    @cancellable
     @gpu(duration=speech_seconds)
     @user_errors
     def transcribe_audio(audio: str | None = None, model: str | None = None, timestamps: str = "segments",
                          mode: str = "auto", language: str | None = AUTO_LANGUAGE, task: str = "transcribe",
-                         batch_size: int = 8, beams: int = 1, url: str | None = None, progress=gr.Progress()):
+                         batch_size: int = 8, beams: int = 1, url: str | None = None,
+                         progress=gr.Progress(track_tqdm=True)):
         """Transcribe speech, with timestamps and subtitle files.
 
         Args:
@@ -144,14 +148,19 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
         options = TranscribeOptions(
             timestamps=timestamps_, mode=mode_, batch_size=min(int(batch_), max_batch), num_beams=int(beams_),
             language=None if language_ in (None, "", AUTO_LANGUAGE) else language_, task=task_ or "transcribe")
-        pipe = registry.get(TASK, model_name)
+        pipe = get_pipeline(registry, TASK, model_name, progress)
         if pipe.feature_extractor.sampling_rate != RATE:
             samples = decode_audio(path, pipe.feature_extractor.sampling_rate, settings.max_audio_seconds,
                                    settings.min_audio_seconds)
         started = time.perf_counter()
         progress((0, None), desc="Transcribing")
-        result = transcribe(pipe, samples, options,
-                            progress=lambda done, total: progress((done, total), desc="Transcribing", unit="chunks"))
+
+        def report(done: float, total: float) -> None:  # seconds of audio, with our own time left
+            left = time_left(done, total, time.perf_counter() - started)
+            progress((round(done), round(total)), desc="Transcribing" + (f" ({left})" if left else ""),
+                     unit="s of audio")
+
+        result = transcribe(pipe, samples, options, progress=report, should_stop=stop_check())
         elapsed = time.perf_counter() - started
         # Written inside Gradio's own cache, which serves them and deletes them with the rest of it.
         folder = tempfile.mkdtemp(prefix="speech-", dir=files.GRADIO_CACHE)
@@ -173,10 +182,12 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
     def language_visible(model_name: str):
         return gr.Row(visible=language_offered(model_name or ""))
 
-    run.click(transcribe_audio, [audio, model, timestamps, mode, language, task, batch, beams, url],
-              [text, segments, files, result_state], api_name="transcribe").then(
+    transcribing = run.click(transcribe_audio, [audio, model, timestamps, mode, language, task, batch, beams, url],
+                             [text, segments, files, result_state], api_name="transcribe")
+    transcribing.then(
         show, result_state, [info, table, words, result_state], api_name="speech_show", api_visibility="private",
         queue=False)
+    stop.click(None, cancels=[transcribing], api_name="speech_stop", api_visibility="private")
     model.change(language_visible, model, language_row, api_name="speech_language_options",
                  api_visibility="private", queue=False)
 

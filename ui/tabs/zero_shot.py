@@ -13,7 +13,7 @@ from engine.batching import MicroBatcher, event_concurrency
 from engine.registry import allowed_models, check_model_allowed
 from engine.text import (DEFAULT_TEMPLATE, TEXT_FILE_TYPES, ZeroShotResult, check_text, classify_with,
                          parse_labels, parse_texts, read_texts, validate_template)
-from ui.common import hand_over_path, open_choices, standalone, user_errors
+from ui.common import get_pipeline, hand_over_path, open_choices, standalone, user_errors
 from ui.zerogpu import MANY_ITEMS_SECONDS, ONE_ITEM_SECONDS, gpu
 
 TASK = "zero-shot-classification"
@@ -57,17 +57,18 @@ def build(registry, settings, fetcher=None) -> None:  # fetcher unused: texts ar
     models = allowed_models(TASK, settings)
     limit = event_concurrency(settings)
 
-    def run(texts: list[str], labels: str, multi_label: bool, template: str, model: str):
+    def run(texts: list[str], labels: str, multi_label: bool, template: str, model: str, progress=None):
         labels = parse_labels(labels, settings.max_labels, settings.max_label_chars)
         template = validate_template(template, settings.max_label_chars)
         check_model_allowed(TASK, model, settings)
-        pipe = registry.get(TASK, model)
+        pipe = get_pipeline(registry, TASK, model, progress)
         return labels, classify_with(batcher, pipe, texts, labels, multi_label, template,
                                      settings.max_pairs_per_forward)
 
     @gpu(duration=ONE_ITEM_SECONDS)
     @user_errors
-    def classify_text(text: str, labels: str, multi_label: bool, template: str, model: str) -> dict:
+    def classify_text(text: str, labels: str, multi_label: bool, template: str, model: str,
+                      progress=gr.Progress(track_tqdm=True)) -> dict:
         """Score one text against candidate labels with an NLI model (zero-shot classification).
 
         Args:
@@ -81,13 +82,14 @@ def build(registry, settings, fetcher=None) -> None:  # fetcher unused: texts ar
             result: {sequence, labels, scores}, labels best first.
         """
         text = check_text(text, settings.max_text_chars)
-        _, (result,) = run([text], labels, multi_label, template, model)
+        _, (result,) = run([text], labels, multi_label, template, model, progress)
         return as_json(result)
 
     @gpu(duration=MANY_ITEMS_SECONDS)
     @user_errors
     def classify_texts(texts: str | None = None, file: str | None = None, labels: str | None = None,
-                       multi_label: bool = False, template: str = DEFAULT_TEMPLATE, model: str | None = None):
+                       multi_label: bool = False, template: str = DEFAULT_TEMPLATE, model: str | None = None,
+                       progress=gr.Progress(track_tqdm=True)):
         """Score several texts against the same candidate labels; the results also come as a CSV file.
 
         Args:
@@ -106,7 +108,7 @@ def build(registry, settings, fetcher=None) -> None:  # fetcher unused: texts ar
             items = read_texts(file, settings.max_texts, settings.max_text_chars)
         else:
             items = parse_texts(texts, settings.max_texts, settings.max_text_chars)
-        parsed, results = run(items, labels, multi_label, template, model)
+        parsed, results = run(items, labels, multi_label, template, model, progress)
         headers = ["text", "top label", "top score", *parsed]
         rows = results_table(items, parsed, results)
         shown = pd.DataFrame([[*row[:2], *(round(score, 4) for score in row[2:])] for row in rows], columns=headers)
