@@ -113,6 +113,15 @@ def _split_plain(start: float, end: float, text: str, options: SubtitleOptions) 
     return out
 
 
+def clock(seconds: float) -> str:
+    """0:04.000, 12:03.450, 1:02:03.456: minutes and seconds to the millisecond, hours when there are some."""
+    ms = max(0, round(seconds * 1000))
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    text = f"{minutes:02d}:{rest / 1000:06.3f}" if hours else f"{minutes}:{rest / 1000:06.3f}"
+    return f"{hours}:{text}" if hours else text
+
+
 def to_srt(segments: Sequence["Segment"], options: SubtitleOptions = SubtitleOptions()) -> str:
     subs = [srt.Subtitle(index=i, start=dt.timedelta(seconds=c.start), end=dt.timedelta(seconds=c.end),
                          content=c.text)

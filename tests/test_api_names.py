@@ -14,7 +14,8 @@ from engine.registry import PipelineRegistry
 from ui.app import build_app
 
 PARAMETERS = {
-    "/transcribe": ["audio", "model", "timestamps", "mode", "language", "task", "batch_size", "beams", "url"],
+    "/transcribe": ["audio", "model", "timestamps", "mode", "language", "task", "batch_size", "beams", "url",
+                    "line_chars", "lines", "cue_words", "word_cues"],
     "/classify_image": ["image", "model", "top_k", "url"],
     "/classify_images": ["images", "model", "top_k", "urls"],
     "/classify_text": ["text", "labels", "multi_label", "template", "model"],
@@ -22,7 +23,8 @@ PARAMETERS = {
     "/answer_document": ["document", "question", "page", "model", "lang", "top_k", "url"],
     "/models_status": [],
 }  # unloading is for the operator: not in the public API (tests/test_security.py)
-INTEGERS = {("/transcribe", "batch_size"), ("/transcribe", "beams"), ("/classify_image", "top_k"),
+INTEGERS = {("/transcribe", "batch_size"), ("/transcribe", "beams"), ("/transcribe", "line_chars"),
+            ("/transcribe", "lines"), ("/transcribe", "cue_words"), ("/classify_image", "top_k"),
             ("/classify_images", "top_k"), ("/answer_document", "top_k")}
 REQUIRED = {"/classify_text": {"text", "labels"}, "/answer_document": {"question"}}
 RETURNS = {

@@ -51,6 +51,24 @@ def test_predict_with_defaults_returns_text_segments_and_subtitle_files(app, tal
     assert open(files[2], encoding="utf-8").read().strip() == text
 
 
+def test_subtitle_layout_through_the_api(app, talk):
+    client, _ = app
+    path, _ = talk
+    text, segments, files = client.predict(handle_file(str(path)), line_chars=20, lines=1, api_name="/transcribe")
+    cues = list(srt.parse(open(files[0], encoding="utf-8").read()))
+    assert all(len(c.content) <= 20 and "\n" not in c.content for c in cues) and len(cues) > len(segments)
+    assert " ".join(c.content for c in cues) == " ".join(s["text"] for s in segments)
+    # One cue per word needs word times: they are computed for the subtitles, and the API's segments stay
+    # as asked (no words), while the cues follow the words one by one.
+    text, segments, files = client.predict(handle_file(str(path)), word_cues=True, api_name="/transcribe")
+    cues = list(srt.parse(open(files[0], encoding="utf-8").read()))
+    assert [c.content for c in cues] == text.split() and all("words" not in s for s in segments)
+    assert all(a.start <= b.start for a, b in zip(cues, cues[1:]))
+    three = list(srt.parse(open(client.predict(handle_file(str(path)), cue_words=3, api_name="/transcribe")[2][0],
+                                encoding="utf-8").read()))
+    assert all(len(c.content.split()) <= 3 for c in three)
+
+
 def test_word_times_and_modes_through_the_api(app, talk):
     client, _ = app
     path, speech = talk

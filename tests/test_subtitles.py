@@ -108,3 +108,10 @@ def test_silence_gets_no_empty_subtitle_files(tmp_path):
     paths = write_all(silent, tmp_path, stem="quiet")
     assert [p.name for p in paths] == ["quiet.json"]
     assert json.loads(paths[0].read_text())["note"] == "The audio is silent."
+
+
+def test_clock_shows_minutes_seconds_and_milliseconds_with_one_precision():
+    from engine.subtitles import clock
+
+    assert [clock(t) for t in (0, 4, 6.187, 62.5, 3723.4567)] == [
+        "0:00.000", "0:04.000", "0:06.187", "1:02.500", "1:02:03.457"]

@@ -94,16 +94,17 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
             file = hand_over_path(gr.File(label="Document: PNG, JPEG, TIFF or PDF", file_types=FILE_TYPES,
                                           type="filepath", elem_id="document-input"))
             url = url_box(fetcher, "document-url", "https://example.com/invoice.pdf")
-            question = gr.Textbox(label="Question", placeholder="What is the invoice number?", lines=1,
+            question = gr.Textbox(label="Question", placeholder="e.g. What is the invoice number?", lines=1,
                                   max_lines=3, elem_id="document-question")
             with gr.Row():
                 page = open_choices(gr.Dropdown([ALL_PAGES], value=ALL_PAGES, label="Page", allow_custom_value=True,
                                                 elem_id="document-page"))
                 lang = gr.Dropdown(list(languages), value="eng" if "eng" in languages else languages[0],
                                    label="OCR language", elem_id="document-lang")
+            # The model on a row of its own: beside the slider its name was cut ('.../layou').
+            model = open_choices(gr.Dropdown(list(models), value=models[0], label="Model", elem_id="document-model",
+                                             allow_custom_value=settings.allow_any_model))
             with gr.Row():
-                model = open_choices(gr.Dropdown(list(models), value=models[0], label="Model", elem_id="document-model",
-                                                 allow_custom_value=settings.allow_any_model))
                 top_k = gr.Slider(1, MAX_TOP_K, value=3, step=1, precision=0, label="Answers (top k)",
                                   elem_id="document-top-k")
             ask = gr.Button("Answer", variant="primary", elem_id="document-ask")

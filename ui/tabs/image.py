@@ -133,8 +133,8 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
                 continue
             top = ranked[path][0]
             gallery.append((loaded[path], f"{name}: {top.label} ({top.score:.0%})"))
-            rows.append([name, top.label, round(top.score, 4),
-                         ", ".join(f"{p.label} {p.score:.3f}" for p in ranked[path])])
+            rows.append([name, top.label, f"{top.score:.4f}",  # one precision for every score shown
+                         ", ".join(f"{p.label} {p.score:.4f}" for p in ranked[path])])
         return gallery, rows
 
     gr.Markdown("Classify images with a `transformers` image-classification pipeline. Any image Pillow "
@@ -167,8 +167,9 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
             run_many = gr.Button("Classify all", variant="primary", elem_id="image-run-many")
             gallery = gr.Gallery(label="Images as the model saw them", columns=6, fit_columns=False, height=260,
                                  object_fit="contain", elem_id="image-gallery")
-            table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["str", "str", "number", "str"],
-                                 interactive=False, wrap=True, elem_id="image-table", label="Results")
+            table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["str", "str", "str", "str"],
+                                 interactive=False, wrap=True, column_widths=["18%", "17%", "9%", "56%"],
+                                 elem_id="image-table", label="Results")
 
     run.click(classify_image, [image, model, top_k, url], raw, api_name="classify_image",
               concurrency_limit=limit, concurrency_id="image-classify").success(

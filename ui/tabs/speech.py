@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tempfile
 import time
@@ -13,7 +14,7 @@ from engine.errors import InputError
 from engine.registry import allowed_models, check_model_allowed, model_source
 from engine.speech import (MAX_BEAMS, MODES, TIMESTAMPS, Transcript, TranscribeOptions, decode_audio,
                            offers_language, transcribe, whisper_languages)
-from engine.subtitles import write_all
+from engine.subtitles import SubtitleOptions, clock, write_all
 from engine.urls import URLFetcher
 from ui.common import (cancellable, get_pipeline, open_choices, standalone, stop_check, time_left, upload_or_url,
                        url_box, user_errors)
@@ -87,6 +88,18 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
                     beams = gr.Slider(1, MAX_BEAMS, value=1, step=1, precision=0, label="Beams",
                                       info="1 = greedy (fastest); more beams cost time for little gain",
                                       elem_id="speech-beams")
+            with gr.Accordion("Subtitles", open=False):
+                with gr.Row():
+                    line_chars = gr.Slider(0, 120, value=SubtitleOptions.max_line_chars, step=1, precision=0,
+                                           label="Characters per line", info="0: no limit",
+                                           elem_id="speech-line-chars")
+                    lines = gr.Slider(0, 4, value=SubtitleOptions.max_lines, step=1, precision=0,
+                                      label="Lines per cue", info="0: no limit", elem_id="speech-lines")
+                with gr.Row():
+                    cue_words = gr.Slider(0, 20, value=0, step=1, precision=0, label="Words per cue",
+                                          info="0: no limit; uses word timestamps", elem_id="speech-cue-words")
+                    word_cues = gr.Checkbox(False, label="One cue per word (karaoke style)",
+                                            info="uses word timestamps", elem_id="speech-word-cues")
             run = gr.Button("Transcribe", variant="primary", elem_id="speech-run")
             stop = gr.Button("Stop", variant="stop", elem_id="speech-stop")
             if EXAMPLES:
@@ -97,12 +110,12 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
             text = gr.Textbox(label="Transcript", lines=8, max_lines=20, buttons=["copy"], elem_id="speech-text")
             files = gr.File(label="Downloads", file_count="multiple", interactive=False,
                             elem_id="speech-files")
-            table = gr.Dataframe(headers=["start", "end", "text"], datatype=["number", "number", "str"],
-                                 interactive=False, wrap=True, max_height=420, label="Segments (seconds)",
-                                 column_widths=["14%", "14%", "72%"], elem_id="speech-segments")
-            words = gr.Dataframe(headers=["start", "end", "word"], datatype=["number", "number", "str"],
-                                 interactive=False, max_height=300, label="Words (seconds)", visible=False,
-                                 column_widths=["20%", "20%", "60%"], elem_id="speech-words")
+            table = gr.Dataframe(headers=["start", "end", "text"], datatype=["str", "str", "str"],
+                                 interactive=False, wrap=True, max_height=420, label="Segments (m:ss.mmm)",
+                                 column_widths=["15%", "15%", "70%"], elem_id="speech-segments")
+            words = gr.Dataframe(headers=["start", "end", "word"], datatype=["str", "str", "str"],
+                                 interactive=False, max_height=300, label="Words (m:ss.mmm)", visible=False,
+                                 column_widths=["22%", "22%", "56%"], elem_id="speech-words")
             segments = gr.JSON(label="Segments", visible=False, elem_id="speech-json")  # for API callers
     result_state = gr.State()
 
@@ -112,7 +125,8 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
     def transcribe_audio(audio: str | None = None, model: str | None = None, timestamps: str = "segments",
                          mode: str = "auto", language: str | None = AUTO_LANGUAGE, task: str = "transcribe",
                          batch_size: int = 8, beams: int = 1, url: str | None = None,
-                         progress=gr.Progress(track_tqdm=True)):
+                         line_chars: int = SubtitleOptions.max_line_chars, lines: int = SubtitleOptions.max_lines,
+                         cue_words: int = 0, word_cues: bool = False, progress=gr.Progress(track_tqdm=True)):
         """Transcribe speech, with timestamps and subtitle files.
 
         Args:
@@ -125,6 +139,10 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
             batch_size: chunks run at once in the chunked and vad modes, from 1 to the server's --max-batch-size.
             beams: beam-search width from 1 (greedy, fastest) to 8.
             url: a public http(s) URL of the recording instead of audio; only on servers started with --allow-urls.
+            line_chars: subtitle lines of at most this many characters (0: no limit).
+            lines: at most this many lines per subtitle cue (0: no limit).
+            cue_words: at most this many words per cue (0: no limit); word times are computed for it.
+            word_cues: one subtitle cue per word (karaoke style); word times are computed for it.
 
         Returns:
             transcript: the text.
@@ -136,17 +154,24 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
                              + (" or give its URL." if fetcher.enabled else "."))
         model = model or models[0]
         check_model_allowed(TASK, model, settings)
+        try:
+            layout = SubtitleOptions(max_line_chars=int(line_chars), max_lines=int(lines), max_words=int(cue_words),
+                                     word_level=bool(word_cues))
+        except ValueError as exc:
+            raise InputError(f"Subtitle settings: {exc}.") from None
         with upload_or_url(audio, url, fetcher, files.GRADIO_CACHE) as path:
-            return _transcribe(path, model, timestamps, mode, language, task, batch_size, beams, progress)
+            return _transcribe(path, model, timestamps, mode, language, task, batch_size, beams, layout, progress)
 
-    def _transcribe(path, model_name, timestamps_, mode_, language_, task_, batch_, beams_, progress):
+    def _transcribe(path, model_name, timestamps_, mode_, language_, task_, batch_, beams_, layout, progress):
         size_mb = Path(path).stat().st_size / 2**20 if Path(path).is_file() else 0.0
         if size_mb > settings.max_file_mb:
             raise InputError(f"The file is {size_mb:.0f} MB; this server accepts up to {settings.max_file_mb:g} MB.")
         # Decoding first: a bad file is refused before any model loads.
         samples = decode_audio(path, RATE, settings.max_audio_seconds, settings.min_audio_seconds)
+        # Cues cut at words need the words' times, whatever the transcript shows.
+        needs_words = timestamps_ != "none" and (layout.word_level or layout.max_words > 0)
         options = TranscribeOptions(
-            timestamps=timestamps_, mode=mode_, batch_size=min(int(batch_), max_batch), num_beams=int(beams_),
+            timestamps="words" if needs_words else timestamps_, mode=mode_, batch_size=min(int(batch_), max_batch), num_beams=int(beams_),
             language=None if language_ in (None, "", AUTO_LANGUAGE) else language_, task=task_ or "transcribe")
         pipe = get_pipeline(registry, TASK, model_name, progress)
         if pipe.feature_extractor.sampling_rate != RATE:
@@ -164,10 +189,12 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
         elapsed = time.perf_counter() - started
         # Written inside Gradio's own cache, which serves them and deletes them with the rest of it.
         folder = tempfile.mkdtemp(prefix="speech-", dir=files.GRADIO_CACHE)
-        paths = write_all(result, folder, _file_stem(path))
+        paths = write_all(result, folder, _file_stem(path), layout)
         if result.note:
             gr.Info(result.note)
-        return result.text, segments_json(result), [str(p) for p in paths], (result, elapsed)
+        shown = result if timestamps_ == "words" else dataclasses.replace(  # words only where asked for
+            result, segments=tuple(dataclasses.replace(seg, words=()) for seg in result.segments))
+        return result.text, segments_json(shown), [str(p) for p in paths], (shown, elapsed)
 
     def show(state):
         # Emptied once shown: Gradio keeps a session's state an hour after it closes. (API sessions never
@@ -175,14 +202,15 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
         if not state:
             return "", [], gr.Dataframe(visible=False), None
         result, elapsed = state
-        rows = [[s.start, s.end, s.text] for s in result.segments]
-        word_rows = [[w.start, w.end, w.text] for w in result.words]
+        rows = [[clock(s.start), clock(s.end), s.text] for s in result.segments]
+        word_rows = [[clock(w.start), clock(w.end), w.text] for w in result.words]
         return summary(result, elapsed), rows, gr.Dataframe(value=word_rows, visible=bool(word_rows)), None
 
     def language_visible(model_name: str):
         return gr.Row(visible=language_offered(model_name or ""))
 
-    transcribing = run.click(transcribe_audio, [audio, model, timestamps, mode, language, task, batch, beams, url],
+    transcribing = run.click(transcribe_audio, [audio, model, timestamps, mode, language, task, batch, beams, url,
+                                                line_chars, lines, cue_words, word_cues],
                              [text, segments, files, result_state], api_name="transcribe")
     transcribing.then(
         show, result_state, [info, table, words, result_state], api_name="speech_show", api_visibility="private",

@@ -126,12 +126,12 @@ def build(registry, settings, fetcher=None) -> None:  # fetcher unused: texts ar
                               elem_id="zs-template", scale=2)
         multi_label = gr.Checkbox(False, label="Several labels may be true", elem_id="zs-multi", scale=1)
     labels = gr.Textbox(label=f"Candidate labels (comma-separated or one per line, up to {settings.max_labels})",
-                        placeholder=EXAMPLE_LABELS, lines=2, elem_id="zs-labels")
+                        placeholder=f"e.g. {EXAMPLE_LABELS}", lines=2, elem_id="zs-labels")
     with gr.Tabs():
         with gr.Tab("One text", elem_id="zs-one"):
             with gr.Row():
                 with gr.Column():
-                    text = gr.Textbox(label="Text", lines=5, placeholder=EXAMPLE_TEXT, elem_id="zs-text")
+                    text = gr.Textbox(label="Text", lines=5, placeholder=f"e.g. {EXAMPLE_TEXT}", elem_id="zs-text")
                     run_one = gr.Button("Classify", variant="primary", elem_id="zs-run")
                     gr.Examples([[EXAMPLE_TEXT, EXAMPLE_LABELS, False, DEFAULT_TEMPLATE],
                                  [EXAMPLE_TEXT, EXAMPLE_LABELS, True, "This message is about {}."]],
@@ -146,7 +146,7 @@ def build(registry, settings, fetcher=None) -> None:  # fetcher unused: texts ar
         with gr.Tab("Several texts", elem_id="zs-many"):
             with gr.Row():
                 texts = gr.Textbox(label=f"Texts, one per line (up to {settings.max_texts})", lines=6,
-                                   placeholder=EXAMPLE_TEXTS, elem_id="zs-texts")
+                                   placeholder="e.g.\n" + EXAMPLE_TEXTS, elem_id="zs-texts")
                 file = hand_over_path(gr.File(
                     file_types=list(TEXT_FILE_TYPES), type="filepath", elem_id="zs-file",
                     label="...or a .txt (one per line) or .csv (column 'text', else the first); "
