@@ -241,11 +241,11 @@ def _inputs(tmp_path: Path) -> dict[str, dict]:
     sf.write(str(tmp_path / "a.wav"), (0.1 * np.random.default_rng(0).standard_normal(16000)).astype("float32"), 16000)
     Image.new("RGB", (32, 32), "red").save(tmp_path / "a.png")
     return {
-        "/transcribe": {"path": handle_file(str(tmp_path / "a.wav")), "param": "model_name"},
-        "/classify_image": {"path": handle_file(str(tmp_path / "a.png")), "param": "model"},
+        "/transcribe": {"audio": handle_file(str(tmp_path / "a.wav")), "param": "model"},
+        "/classify_image": {"image": handle_file(str(tmp_path / "a.png")), "param": "model"},
         "/classify_text": {"text": TEXT, "labels": LABELS, "param": "model"},
-        "/answer_document": {"document": handle_file(str(tmp_path / "a.png")), "question_text": "Total?",
-                             "param": "model_name"},
+        "/answer_document": {"document": handle_file(str(tmp_path / "a.png")), "question": "Total?",
+                             "param": "model"},
     }
 
 
