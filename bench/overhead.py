@@ -95,10 +95,11 @@ def app_times(model: str, image_path: str, calls: int, extra: list[str]) -> dict
         client = Client(url, verbose=False)
         page = BrowserProtocol(url, "classify_image")
         out = {"app_start_s": round(start_s, 2)}
+        shown = Path(model).name  # a local model is offered by its folder's name
         times, out["sample_output"] = timed(
-            lambda: client.predict(handle_file(image_path), model, TOP_K, api_name="/classify_image"), calls)
+            lambda: client.predict(handle_file(image_path), shown, TOP_K, api_name="/classify_image"), calls)
         out["gradio_client"] = summary_ms(times)
-        times, page_output = timed(lambda: page.predict(image_path, model, TOP_K), calls)
+        times, page_output = timed(lambda: page.predict(image_path, shown, TOP_K, ""), calls)  # "": no URL
         out["browser_protocol"] = summary_ms(times)
         out["same_output_both_ways"] = page_output == out["sample_output"]
         times, _ = timed(lambda: client.predict(api_name="/models_status"), calls)
