@@ -21,7 +21,7 @@ from PIL import Image
 from engine.registry import PipelineRegistry
 from tests.conftest import serving
 from ui.app import build_app
-from ui.security import NOT_UPLOADED, URL_PAYLOAD, LoginThrottle, client_id
+from ui.security import NO_URL_FETCH, NOT_UPLOADED, URL_PAYLOAD, LoginThrottle, Logins, client_id
 
 ADMIN = "operator-secret-0123456789"
 REFUSAL_MB = 100
@@ -138,18 +138,24 @@ def forged(path: str) -> dict:
     return {"path": path, "meta": {"_type": "gradio.FileData"}, "orig_name": "x.png"}
 
 
-@pytest.mark.parametrize("payload, expected", [
-    ("/etc/passwd", NOT_UPLOADED),
-    ("HTTP:/x/y", NOT_UPLOADED),  # Gradio answered this one with 'Cannot move <cwd>/HTTP:/x/y ...'
-    ("../../../../etc/hostname", NOT_UPLOADED),
-    ("{recorder}/bomb.gif", URL_PAYLOAD),  # Gradio itself would fetch it, with no size cap
-], ids=["absolute path", "odd scheme", "relative climb", "URL"])
-def test_a_forged_file_payload_is_refused_before_gradio_reads_it(app, png, recorder, payload, expected):
+@pytest.mark.parametrize("payload, expected, meta", [
+    ("/etc/passwd", NOT_UPLOADED, True),
+    ("HTTP:/x/y", NOT_UPLOADED, True),  # Gradio answered this one with 'Cannot move <cwd>/HTTP:/x/y ...'
+    ("../../../../etc/hostname", NOT_UPLOADED, True),
+    ("{recorder}/bomb.gif", URL_PAYLOAD, True),  # Gradio itself would fetch it, with no size cap
+    ("/usr/share/pixmaps/debian-logo.png", NOT_UPLOADED, False),  # no "meta": Gradio still hands it over
+    ("/etc/passwd\x00.png", NOT_UPLOADED, True),  # a NUL made the check itself fail (HTTP 500)
+    ("{recorder}/bomb.gif", URL_PAYLOAD, False),
+], ids=["absolute path", "odd scheme", "relative climb", "URL", "no meta", "NUL byte", "URL, no meta"])
+def test_a_forged_file_payload_is_refused_before_gradio_reads_it(app, png, recorder, payload, expected, meta):
     url, _, client = app
     Recorder.hits.clear()
+    file = forged(payload.format(recorder=recorder))
+    if not meta:
+        del file["meta"]
     with PeakRss() as rss:
         answer = httpx.post(f"{url}gradio_api/call/classify_image",
-                            json={"data": [forged(payload.format(recorder=recorder)), "vit_classifier", 3, ""]}, timeout=30)
+                            json={"data": [file, "vit_classifier", 3, ""]}, timeout=30)
     assert answer.status_code == 400
     message = answer.json()["detail"]
     assert message == expected and "upload" in message.lower()
@@ -157,6 +163,21 @@ def test_a_forged_file_payload_is_refused_before_gradio_reads_it(app, png, recor
     assert Recorder.hits == []  # nothing was fetched
     assert rss.grew_mb < REFUSAL_MB
     assert classify(client, png)  # and the app goes on serving
+
+
+def test_gradios_own_media_and_url_routes_are_closed(app, png, recorder):
+    """process_recording ran Gradio's ffmpeg (all demuxers, no time limit) on any upload; /file=<url>
+    fetched and streamed any public address, whatever --allow-urls says."""
+    url, _, client = app
+    Recorder.hits.clear()
+    answer = httpx.post(f"{url}gradio_api/process_recording", files={"video": ("rec.webm", b"#EXTM3U\n")},
+                        timeout=30)
+    assert answer.status_code == 404
+    for target in (f"{recorder}/x.bin", recorder.replace("http", "HTTP") + "/x", "https%3A%2F%2Fexample.com%2Fx"):
+        answer = httpx.get(f"{url}gradio_api/file={target}", timeout=30)
+        assert answer.status_code == 403 and answer.json()["detail"] == NO_URL_FETCH
+    assert Recorder.hits == []
+    assert classify(client, png)
 
 
 def test_too_few_values_say_how_many_the_endpoint_takes(app, png):
@@ -217,7 +238,7 @@ def test_repeated_failed_logins_are_slowed_per_client(make_settings, serve, tiny
     # Three passwords are checked freely; after that each wait doubles (1 s, 2 s, 4 s ...), so in these few
     # seconds only a handful more were checked, and the rest were refused unread.
     assert codes[:3] == [400, 400, 400] and set(codes[3:]) <= {400, 429}
-    assert codes.count(400) <= 3 + int(elapsed + 1).bit_length() and codes.count(429) >= 25
+    assert codes.count(400) <= 3 + int(elapsed + 1).bit_length() and codes.count(429) >= 24
     right = httpx.post(f"{url}login", data={"username": "alice", "password": "correct-horse-battery"},
                        headers=attacker)
     if right.status_code == 429:
@@ -230,6 +251,39 @@ def test_repeated_failed_logins_are_slowed_per_client(make_settings, serve, tiny
     other = httpx.post(f"{url}login", data={"username": "alice", "password": "correct-horse-battery"},
                        headers={"X-Forwarded-For": "198.51.100.2"})
     assert other.status_code == 200
+
+
+def test_a_burst_of_simultaneous_guesses_is_throttled_like_a_sequence(make_settings, serve):
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = make_settings(auth="alice:correct-horse-battery")
+    url = serve(build_app(settings, PipelineRegistry(settings)), settings)
+    headers = {"X-Forwarded-For": "203.0.113.8"}
+
+    def guess(i):
+        return httpx.post(f"{url}login", data={"username": "alice", "password": f"g{i}"}, headers=headers).status_code
+
+    with ThreadPoolExecutor(20) as pool:
+        codes = list(pool.map(guess, range(40)))
+    assert codes.count(400) <= 4 and codes.count(429) >= 36  # 60 at once were all checked before
+
+
+def test_rotating_forwarded_addresses_still_meets_the_per_user_limit(make_settings, serve):
+    settings = make_settings(auth="alice:correct-horse-battery")
+    url = serve(build_app(settings, PipelineRegistry(settings)), settings)
+    codes = [httpx.post(f"{url}login", data={"username": "alice", "password": f"g{i}"},
+                        headers={"X-Forwarded-For": f"198.51.100.{i}"}).status_code for i in range(40)]
+    assert codes.count(400) <= 12 and codes.count(429) >= 28  # ten free for the user, whatever the address
+
+
+def test_the_login_counts_by_address_user_and_overall():
+    logins = Logins()
+    for i in range(10):
+        assert logins.attempt(f"10.0.0.{i}", "alice") == 0.0
+    assert logins.attempt("10.0.0.99", "alice") > 0  # the eleventh for alice, from a new address
+    assert logins.attempt("10.0.0.99", "bob") == 0.0  # another user is not locked out
+    logins.succeeded("10.0.0.99", "bob")
+    assert logins.by_user.wait_s("alice") > 0  # bob's success clears nothing of alice's
 
 
 def test_the_throttle_doubles_the_wait_and_forgets_on_success():

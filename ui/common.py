@@ -24,6 +24,7 @@ from engine.devices import release_memory
 from engine.errors import Cancelled, InputError, StudioError
 from engine.registry import check_model_allowed
 from engine.urls import NOT_ENABLED, URLFetcher
+from ui.security import NOT_UPLOADED, is_uploaded, upload_folder
 
 log = logging.getLogger("pipeline_studio")
 Component = TypeVar("Component", bound=gr.components.Component)
@@ -67,6 +68,8 @@ def hand_over_path(component: Component) -> Component:
 
         def preprocess(payload):
             if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+                if not is_uploaded(str(payload.path), upload_folder()):  # the front door checks this too
+                    raise gr.Error(NOT_UPLOADED, print_exception=False)
                 return str(payload.path)
             return gradio_preprocess(payload)
 
@@ -74,6 +77,8 @@ def hand_over_path(component: Component) -> Component:
     elif isinstance(component, gr.File) and component.type == "filepath":
 
         def process_single_file(f):
+            if not is_uploaded(str(f.path), upload_folder()):
+                raise gr.Error(NOT_UPLOADED, print_exception=False)
             if component.file_types and not is_valid_file(f.path, component.file_types):
                 raise gr.Error("Invalid file type. Please upload a file that is one of these formats: "
                                f"{component.file_types}", print_exception=False)
