@@ -176,6 +176,7 @@ def render_page(doc: Document, number: int, settings: Settings,
         with _open_pdf(doc.data) as pdf:
             page = pdf[number - 1]
             try:
+                check_complexity(page, number)
                 w, h = page.get_size()
                 scale = min(PDF_SCALE, math.sqrt(settings.max_image_pixels / max(w * h, 1.0)))
                 image = page.render(scale=scale).to_pil().convert("RGB")
@@ -190,6 +191,26 @@ def render_page(doc: Document, number: int, settings: Settings,
         except (OSError, EOFError, ValueError):
             raise InputError(f"Page {number} of this {doc.format} image is damaged and cannot be read.") from None
     return frame, None
+
+
+# A page drawing a form that draws the next one ten times, a few levels deep, is 3 KB and takes minutes
+# to render (pdfium renders each use anew, and cannot be stopped midway); real pages use few forms.
+MAX_PDF_FORMS = 1000  # form XObjects drawn on one page, counting each nested use
+MAX_PDF_OBJECTS = 200_000  # drawing objects on one page, nested forms' contents included
+
+
+def check_complexity(page: Any, number: int) -> None:
+    """Refuse a PDF page whose drawing, forms expanded, is too large to render safely (counted, not drawn)."""
+    import pypdfium2.raw as pdfium_c
+
+    objects = forms = 0
+    for obj in page.get_objects(max_depth=32):
+        objects += 1
+        forms += obj.type == pdfium_c.FPDF_PAGEOBJ_FORM
+        if forms > MAX_PDF_FORMS or objects > MAX_PDF_OBJECTS:
+            raise InputError(f"Page {number} of this PDF is too complex to render safely (more than "
+                             f"{MAX_PDF_FORMS:,} nested forms or {MAX_PDF_OBJECTS:,} drawing objects); "
+                             f"upload a flattened or scanned copy, or a {ACCEPTED} file.")
 
 
 def draw_boxes(image: Image.Image, marks: Sequence[tuple[Box, str]], width: int | None = None) -> Image.Image:

@@ -58,6 +58,7 @@ class Settings:
     max_pdf_pages: int = field(default=50, metadata={"help": "most PDF/TIFF pages read"})
     max_image_pixels: int = field(default=40_000_000, metadata={"help": "largest image, in pixels"})
     max_images: int = field(default=16, metadata={"help": "most images classified at once"})
+    max_decodes: int = field(default=2, metadata={"help": "images decoded at once across all requests (a large image costs up to about 0.2 GB while it is decoded)"})
     max_labels: int = field(default=50, metadata={"help": "most zero-shot labels"})
     max_label_chars: int = field(default=200, metadata={"help": "longest zero-shot label, and longest hypothesis template, in characters (the hypothesis must fit the model's window beside the text)"})
     max_text_chars: int = field(default=10_000, metadata={"help": "longest text accepted, in characters"})

@@ -64,11 +64,19 @@ def _texts(result) -> list[str]:
     return [c.text for c in result.content if c.type == "text"]
 
 
+def run_apart(coroutine):
+    """asyncio.run on a thread of its own: pytest-playwright keeps an event loop running in this one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
 @pytest.mark.real_model
 @needs_real_whisper
 def test_an_mcp_client_lists_the_four_tools_and_transcribes_and_classifies(mcp_app):
     audio = "data:audio/flac;base64," + base64.b64encode(SPEECH.read_bytes()).decode()
-    tools, (transcript, scores) = asyncio.run(_session(mcp_app, [
+    tools, (transcript, scores) = run_apart(_session(mcp_app, [
         ("transcribe", {"audio": audio}),
         ("classify_text", {"text": "My phone broke and I need it today", "labels": "urgent, not urgent"}),
     ]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -36,6 +37,13 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
     batcher = MicroBatcher.from_settings(settings)
     models = allowed_models(TASK, settings)
     limit = event_concurrency(settings)
+    # Up to `limit` requests run at once to fill a batch, but only a few decode at a time: decoding is where
+    # an image costs its full size in memory.
+    decoding = threading.BoundedSemaphore(max(1, settings.max_decodes))
+
+    def decode(path: str):
+        with decoding:
+            return load_image(path, settings.max_image_pixels)
 
     def pipeline_for(model: str | None, progress=None):
         model = model or models[0]
@@ -62,7 +70,7 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
                              + (", or give its URL." if fetcher.enabled else "."))
         check_model_allowed(TASK, model or models[0], settings)
         with upload_or_url(image, url, fetcher, files.GRADIO_CACHE) as path:
-            loaded = load_image(path, settings.max_image_pixels)
+            loaded = decode(path)
         (predictions,) = classify_with(batcher, pipeline_for(model, progress), [loaded], int(top_k))
         return as_json(predictions)
 
@@ -118,7 +126,7 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
             if path in failed:
                 continue
             try:
-                loaded[path] = load_image(path, settings.max_image_pixels)
+                loaded[path] = decode(path)
             except StudioError as exc:
                 failed[path] = str(exc)
         if not loaded:
