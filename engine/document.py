@@ -173,10 +173,10 @@ def render_page(doc: Document, number: int, settings: Settings,
         raise InputError(f"This document has {doc.pages} page{'s' if doc.pages != 1 else ''}; choose a "
                          f"page from 1 to {doc.pages}, or all pages.")
     if doc.kind == "pdf":
+        check_complexity(doc.data, number)
         with _open_pdf(doc.data) as pdf:
             page = pdf[number - 1]
             try:
-                check_complexity(page, number)
                 w, h = page.get_size()
                 scale = min(PDF_SCALE, math.sqrt(settings.max_image_pixels / max(w * h, 1.0)))
                 image = page.render(scale=scale).to_pil().convert("RGB")
@@ -193,24 +193,55 @@ def render_page(doc: Document, number: int, settings: Settings,
     return frame, None
 
 
-# A page drawing a form that draws the next one ten times, a few levels deep, is 3 KB and takes minutes
-# to render (pdfium renders each use anew, and cannot be stopped midway); real pages use few forms.
+# A page drawing a form that draws the next one ten times, a few levels deep, is 3 KB and takes pdfium
+# minutes to load and hours to render (each use is expanded anew, and neither can be stopped midway).
+# So the uses are counted first from the file's own structure, with pypdf, which expands nothing: each
+# form's count is worked out once and multiplied by how often it is drawn.
 MAX_PDF_FORMS = 1000  # form XObjects drawn on one page, counting each nested use
-MAX_PDF_OBJECTS = 200_000  # drawing objects on one page, nested forms' contents included
 
 
-def check_complexity(page: Any, number: int) -> None:
-    """Refuse a PDF page whose drawing, forms expanded, is too large to render safely (counted, not drawn)."""
-    import pypdfium2.raw as pdfium_c
+def check_complexity(data: bytes, number: int, limit: int = MAX_PDF_FORMS) -> None:
+    """Refuse a PDF page that draws more than `limit` forms, nested uses counted, before pdfium sees it."""
+    import re
 
-    objects = forms = 0
-    for obj in page.get_objects(max_depth=32):
-        objects += 1
-        forms += obj.type == pdfium_c.FPDF_PAGEOBJ_FORM
-        if forms > MAX_PDF_FORMS or objects > MAX_PDF_OBJECTS:
-            raise InputError(f"Page {number} of this PDF is too complex to render safely (more than "
-                             f"{MAX_PDF_FORMS:,} nested forms or {MAX_PDF_OBJECTS:,} drawing objects); "
-                             f"upload a flattened or scanned copy, or a {ACCEPTED} file.")
+    import pypdf
+    from pypdf.errors import PdfReadError
+
+    too_complex = InputError(f"Page {number} of this PDF is too complex to render safely (it draws more than "
+                             f"{limit:,} forms, counting nested ones); upload a flattened or scanned copy.")
+    uses = re.compile(rb"/([^\s/\[\]()<>{}%]+)\s+Do\b")
+    counted: dict[int, int] = {}
+
+    def resolved(obj: Any) -> Any:
+        return obj.get_object() if hasattr(obj, "get_object") else obj
+
+    def forms_drawn(content: bytes, resources: Any, depth: int) -> int:
+        if depth > 32:
+            raise too_complex
+        xobjects = resolved(resolved(resources or {}).get("/XObject")) or {}
+        total = 0
+        for name in uses.findall(content):
+            ref = xobjects.raw_get("/" + name.decode("latin-1")) if "/" + name.decode("latin-1") in xobjects else None
+            form = resolved(ref)
+            if form is None or form.get("/Subtype") != "/Form":
+                continue
+            key = getattr(ref, "idnum", id(form))
+            if key not in counted:
+                counted[key] = -1  # a form that draws itself: pdfium refuses the loop, so count it once
+                counted[key] = 1 + forms_drawn(form.get_data(), form.get("/Resources"), depth + 1)
+            total += max(1, counted[key])
+            if total > limit:
+                raise too_complex
+        return total
+
+    try:
+        page = pypdf.PdfReader(io.BytesIO(data)).pages[number - 1]
+        contents = page.get_contents()
+        forms_drawn(contents.get_data() if contents is not None else b"", page.get("/Resources"), 0)
+    except InputError:
+        raise
+    except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError):
+        return  # pypdf could not follow it: pdfium is the judge of whether the page can be read
 
 
 def draw_boxes(image: Image.Image, marks: Sequence[tuple[Box, str]], width: int | None = None) -> Image.Image:

@@ -103,3 +103,33 @@ def iptc_holding_jpeg(side: int = 1000, said: int = 16) -> bytes:
 
     return (field(3, 60, b"\x01\x00") + field(3, 20, struct.pack(">H", said)) + field(3, 30, struct.pack(">H", said))
             + field(3, 120, b"\x05") + field(8, 10, buf.getvalue()))
+
+
+def nested_forms_pdf(levels: int, fan: int = 10, indirect_resources: bool = False) -> bytes:
+    """A 3 KB PDF whose page draws a form that draws the next level `fan` times, `levels` deep: fan**levels
+    full-page fills for pdfium, which expands every use anew (6 levels took it minutes)."""
+    objs = {1: "<< /Type /Catalog /Pages 2 0 R >>", 2: "<< /Type /Pages /Kids [3 0 R] /Count 1 >>"}
+    first = 10
+    resources = "5 0 R" if indirect_resources else f"<< /XObject << /X {first} 0 R >> >>"
+    objs[3] = f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R /Resources {resources} >>"
+    if indirect_resources:
+        objs[5] = f"<< /XObject << /X {first} 0 R >> >>"
+
+    def stream(entries: str, content: str) -> str:
+        return f"<< {entries} /Length {len(content)} >>\nstream\n{content}\nendstream"
+
+    objs[4] = stream("", "q /X Do Q")
+    for i in range(levels):
+        last = i == levels - 1
+        content = "0 0 0 rg 10 10 500 700 re f" if last else " ".join(["q 0.99 0 0 0.99 1 1 cm /X Do Q"] * fan)
+        res = "" if last else f"/Resources << /XObject << /X {first + i + 1} 0 R >> >>"
+        objs[first + i] = stream(f"/Type /XObject /Subtype /Form /BBox [0 0 612 792] {res}", content)
+    out, offsets = "%PDF-1.4\n", {}
+    for n in sorted(objs):
+        offsets[n] = len(out.encode())
+        out += f"{n} 0 obj\n{objs[n]}\nendobj\n"
+    xref, size = len(out.encode()), max(objs) + 1
+    out += f"xref\n0 {size}\n0000000000 65535 f \n" + "".join(
+        f"{offsets[n]:010d} 00000 n \n" if n in offsets else "0000000000 65535 f \n" for n in range(1, size))
+    out += f"trailer\n<< /Size {size} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n"
+    return out.encode()

@@ -245,3 +245,36 @@ def test_an_icon_under_a_png_name_is_refused_before_decoding(server):
                      r"256x256\); images up to 40,000,000 pixels are accepted", message), message
     assert growth < MAX_GROWTH_MB
     valid_document(server)
+
+
+@pytest.mark.parametrize("indirect", [False, True], ids=["inline resources", "indirect resources"])
+def test_a_pdf_of_nested_forms_is_refused_before_pdfium_expands_it(server, indirect):
+    """3 KB, six levels of a form drawing the next ten times: pdfium took minutes to load the page."""
+    upload = write(server.inputs, "forms.pdf", hostile.nested_forms_pdf(6, indirect_resources=indirect))
+    assert upload.stat().st_size < 5_000
+    started = time.perf_counter()
+    message, growth = refused(server, "/answer_document", upload, "What is the invoice number?")
+    assert "Page 1 of this PDF is too complex to render safely (it draws more than 1,000 forms" in message
+    assert time.perf_counter() - started < 10 and growth < MAX_GROWTH_MB
+    valid_document(server)
+
+
+def test_a_pdf_with_a_few_forms_still_renders(tmp_path):
+    from engine.document import read_document, render_page
+
+    doc = read_document(hostile.nested_forms_pdf(2), Settings())  # 10 uses: a page with a logo, say
+    image, _ = render_page(doc, 1, Settings())
+    assert image.size[0] > 600 and image.getpixel((image.size[0] // 2, image.size[1] // 2)) == (0, 0, 0)
+
+
+def test_many_large_images_at_once_cost_what_two_decodes_cost(server):
+    """Under 40 Mpx but 16-bit: each cost 1.2 GB as float64 planes, and 32 could decode at once (4: +3.9 GB)."""
+    path = server.inputs / "grey16.png"
+    Image.fromarray(np.tile(np.arange(6300, dtype=np.uint16) * 10, (6300, 1))).save(path)
+    assert path.stat().st_size < 2_000_000
+    with PeakMemory() as memory:
+        jobs = [server.client.submit(handle_file(str(path)), api_name="/classify_image") for _ in range(4)]
+        results = [job.result(timeout=300) for job in jobs]
+    print(f"\n4 x grey16.png at once: +{memory.growth_mb:.0f} MB")
+    assert all(len(r) == 5 for r in results)
+    assert memory.growth_mb < 700
