@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Sequence, Union
 
 import numpy as np
-from PIL import ExifTags, IcnsImagePlugin, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, IcnsImagePlugin, Image, UnidentifiedImageError
 
 from engine.batching import MicroBatcher
 from engine.errors import InputError

@@ -82,7 +82,7 @@ def test_the_summary_says_what_ocr_ran_for_this_question():
 
 
 def test_answers_on_other_pages_are_shown_boxed_on_their_own_pages(tmp_path):
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     from engine.document import read_document
     from engine.settings import Settings

@@ -9,16 +9,13 @@ then answer a valid request.
 
 from __future__ import annotations
 
-import gc
 import io
 import re
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import soundfile as sf
 from gradio_client import Client, handle_file
@@ -29,6 +26,7 @@ from engine.registry import PipelineRegistry
 from engine.settings import Settings
 from tests import hostile_files as hostile
 from tests.conftest import ROOT, WHISPER_TINY_EN, free_port, serving
+from tests.peak_memory import PeakMemory
 from ui.app import build_app
 
 pytestmark = pytest.mark.skipif(__import__("shutil").which("ffmpeg") is None, reason="ffmpeg is not installed")
@@ -64,45 +62,6 @@ def server(tiny_model, tmp_path_factory):
         for check in VALID.values():  # models loaded and caches warm before anything is measured
             check(s)
         yield s
-
-
-class PeakMemory:
-    """The largest RSS of this process and its children while the block runs, sampled every few ms."""
-
-    def __init__(self) -> None:
-        self.me = psutil.Process()
-        self.peak = self.base = 0
-        self._stop = threading.Event()
-
-    def rss(self) -> int:
-        total = self.me.memory_info().rss
-        for child in self.me.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.rss())
-            time.sleep(0.003)
-
-    def __enter__(self) -> "PeakMemory":
-        gc.collect()
-        self.base = self.peak = self.rss()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.rss())
-
-    @property
-    def growth_mb(self) -> float:
-        return (self.peak - self.base) / 2**20
 
 
 def write(d: Path, name: str, data: bytes | str) -> Path:

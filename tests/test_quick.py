@@ -139,18 +139,19 @@ def test_image_inputs_get_the_image_tabs_checks_and_messages(quick, tiny_model, 
     """Gradio's gr.Image(type="pil") decoded uploads itself: a text file said 'Could not preprocess input
     component ... UnidentifiedImageError' with a cache path, and a bomb was decoded before any check."""
     from tests.hostile_files import ico, png_bomb
-    from tests.test_security import PeakRss, assert_for_people
+    from tests.peak_memory import PeakMemory
+    from tests.test_security import assert_for_people
 
     client, _ = quick("image-classification", tiny_model("vit_classifier"))
     (tmp_path / "notimage.png").write_text("not an image\n")
     (tmp_path / "bomb.ico").write_bytes(ico(png_bomb(12000, 12000, rgba=True)))
     for name, expected in (("notimage.png", "notimage.png is not an image Pillow can read; accepted: PNG, JPEG"),
                            ("bomb.ico", "12000x12000 = 144,000,000 pixel picture (its icon directory says 256x256); images up to 40,000,000")):
-        with PeakRss() as rss, pytest.raises(AppError) as err:
+        with PeakMemory() as rss, pytest.raises(AppError) as err:
             client.predict(handle_file(str(tmp_path / name)), api_name="/predict")
         assert expected in str(err.value) and "preprocess" not in str(err.value)
         assert_for_people(str(err.value))
-        assert rss.grew_mb < 100, (name, rss.grew_mb)
+        assert rss.growth_mb < 100, (name, rss.growth_mb)
     assert client.predict(handle_file(photo), api_name="/predict")["label"] in VIT_LABELS
 
 

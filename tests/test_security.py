@@ -13,52 +13,18 @@ import uuid
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
 from engine.registry import PipelineRegistry
 from tests.conftest import serving
+from tests.peak_memory import PeakMemory
 from ui.app import build_app
 from ui.security import NO_URL_FETCH, NOT_UPLOADED, URL_PAYLOAD, LoginThrottle, Logins, client_id
 
 ADMIN = "operator-secret-0123456789"
 REFUSAL_MB = 100
-
-
-class PeakRss:
-    """The server's resident memory (this process: the app runs in it; plus its children) while a block runs."""
-
-    def __enter__(self):
-        self.proc, self.peak, self._stop = psutil.Process(), 0, threading.Event()
-        self.before = self._rss()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _rss(self) -> int:
-        total = self.proc.memory_info().rss
-        for child in self.proc.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss())
-            time.sleep(0.01)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss())
-
-    @property
-    def grew_mb(self) -> float:
-        return (self.peak - self.before) / 2**20
 
 
 def assert_for_people(message: str) -> None:
@@ -153,7 +119,7 @@ def test_a_forged_file_payload_is_refused_before_gradio_reads_it(app, png, recor
     file = forged(payload.format(recorder=recorder))
     if not meta:
         del file["meta"]
-    with PeakRss() as rss:
+    with PeakMemory() as rss:
         answer = httpx.post(f"{url}gradio_api/call/classify_image",
                             json={"data": [file, "vit_classifier", 3, ""]}, timeout=30)
     assert answer.status_code == 400
@@ -161,7 +127,7 @@ def test_a_forged_file_payload_is_refused_before_gradio_reads_it(app, png, recor
     assert message == expected and "upload" in message.lower()
     assert_for_people(message)
     assert Recorder.hits == []  # nothing was fetched
-    assert rss.grew_mb < REFUSAL_MB
+    assert rss.growth_mb < REFUSAL_MB
     assert classify(client, png)  # and the app goes on serving
 
 
