@@ -16,6 +16,7 @@ from engine.speech import (MAX_BEAMS, MODES, TIMESTAMPS, Transcript, TranscribeO
 from engine.subtitles import write_all
 from engine.urls import URLFetcher
 from ui.common import open_choices, standalone, upload_or_url, url_box, user_errors
+from ui.speech_live import build_live
 from ui.zerogpu import gpu, speech_seconds
 
 TASK = "automatic-speech-recognition"
@@ -179,6 +180,7 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
         queue=False)
     model.change(language_visible, model, language_row, api_name="speech_language_options",
                  api_visibility="private", queue=False)
+    build_live(registry, settings, model, timestamps)
 
 
 def demo(registry, settings, fetcher: URLFetcher | None = None) -> gr.Blocks:
