@@ -17,6 +17,7 @@ from engine.subtitles import write_all
 from engine.urls import URLFetcher
 from ui.common import open_choices, standalone, upload_or_url, url_box, user_errors
 from ui.speech_live import build_live
+from ui.speech_many import build_many
 from ui.zerogpu import gpu, speech_seconds
 
 TASK = "automatic-speech-recognition"
@@ -181,6 +182,7 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
     model.change(language_visible, model, language_row, api_name="speech_language_options",
                  api_visibility="private", queue=False)
     build_live(registry, settings, model, timestamps)
+    build_many(registry, settings, model, timestamps, language, task, batch, beams)
 
 
 def demo(registry, settings, fetcher: URLFetcher | None = None) -> gr.Blocks:
