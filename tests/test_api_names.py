@@ -15,6 +15,7 @@ from ui.app import build_app
 
 PARAMETERS = {
     "/transcribe": ["audio", "model", "timestamps", "mode", "language", "task", "batch_size", "beams", "url"],
+    "/transcribe_many": ["files", "model", "timestamps", "language", "task", "batch_size", "beams"],
     "/classify_image": ["image", "model", "top_k", "url"],
     "/classify_images": ["images", "model", "top_k", "urls"],
     "/classify_text": ["text", "labels", "multi_label", "template", "model"],
@@ -22,11 +23,13 @@ PARAMETERS = {
     "/answer_document": ["document", "question", "page", "model", "lang", "top_k", "url"],
     "/models_status": [],
 }  # unloading is for the operator: not in the public API (tests/test_security.py)
-INTEGERS = {("/transcribe", "batch_size"), ("/transcribe", "beams"), ("/classify_image", "top_k"),
+INTEGERS = {("/transcribe", "batch_size"), ("/transcribe", "beams"), ("/transcribe_many", "batch_size"),
+            ("/transcribe_many", "beams"), ("/classify_image", "top_k"),
             ("/classify_images", "top_k"), ("/answer_document", "top_k")}
 REQUIRED = {"/classify_text": {"text", "labels"}, "/answer_document": {"question"}}
 RETURNS = {
     "/transcribe": ["Transcript", "Segments", "Downloads"],
+    "/transcribe_many": ["Results", "Downloads", "All subtitles (.zip)"],
     "/classify_image": ["Predictions"],
     "/answer_document": ["Answers"],
 }
