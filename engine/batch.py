@@ -21,9 +21,9 @@ from engine import speech
 from engine.audio import decode_audio, is_silent, speech_regions_and_chunks
 from engine.errors import InputError
 from engine.speech import Segment, Transcript, TranscribeOptions
-from engine.subtitles import FORMATS, write_all
 
 Progress = Callable[[int, int], None]
+FORMATS = ("srt", "vtt", "txt", "json")  # engine.subtitles.FORMATS, imported there only when writing
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,8 @@ def write_many(results: Sequence[FileResult], folder: str | Path, formats: Seque
                zip_name: str | None = "subtitles.zip") -> tuple[list[FileResult], Path | None]:
     """Write each transcript's files (named after its stem) into folder, and optionally one zip of
     them all with an errors.txt listing the files that failed. Returns the results with their files."""
+    from engine.subtitles import write_all
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     unknown = set(formats) - set(FORMATS)

@@ -24,8 +24,6 @@ from engine.audio import check_shape, decode_audio, silero_vad
 from engine.errors import InputError
 from engine.speech import Segment, Transcript, TranscribeOptions, Word, tidy_times, transcribe
 
-# Committed and tail pieces are short: decode them as the file mode's vad chunks are decoded.
-_TAIL_OPTIONS = TranscribeOptions(timestamps="none", mode="vad", batch_size=1)
 
 
 @dataclass(frozen=True)
@@ -34,6 +32,8 @@ class LiveOptions:
 
     max_seconds: float = 4 * 3600.0  # audio one session may send in all (--max-audio-seconds)
     commit_silence_s: float = 0.5  # silence after speech that ends an utterance
+    min_commit_s: float = 8.0  # audio a commit holds at least, unless a long pause ends it: context for the model
+    long_pause_s: float = 1.2  # a pause this long commits whatever came before it
     max_utterance_s: float = 20.0  # commit anyway (at the longest pause) past this: inside Whisper's 30 s
     preroll_s: float = 0.5  # silence kept before speech, so the VAD and the model hear its onset
     tail_every_s: float = 1.0  # audio added between two decodings of the open tail
@@ -111,7 +111,7 @@ class LiveSession:
         if not speaking:
             self.tail = ""
         elif self._wants_tail():
-            self.tail = transcribe(pipe, self.buffer, _TAIL_OPTIONS).text
+            self.tail = transcribe(pipe, self.buffer, self._tail_options()).text
             self.tail_at = self.received
         spent = time.perf_counter() - started
         self.busy_s += spent
@@ -159,6 +159,11 @@ class LiveSession:
             return self._commit_finished(pipe, vad)  # times moved: find the regions again
         silence = int(self.options.commit_silence_s * rate)
         finished = [i for i, (_, stop) in enumerate(regions) if end - stop >= silence]
+        # A short utterance waits for the next one (shown meanwhile as the tail): Whisper reads a few
+        # sentences together better than each alone. A long pause, or enough audio, commits it.
+        long_pause = int(self.options.long_pause_s * rate)
+        finished = [i for i in finished if regions[i][1] >= self.options.min_commit_s * rate
+                    or (regions[i + 1][0] if i + 1 < len(regions) else end) - regions[i][1] >= long_pause]
         if not finished and end > self.options.max_utterance_s * rate and len(regions) > 1:
             finished = [len(regions) - 2]  # no pause long enough: cut at the last one there is
         if not finished:
@@ -190,9 +195,15 @@ class LiveSession:
         self.tail_at = -1.0  # the tail changed: decode it again
 
     def _commit_options(self) -> TranscribeOptions:
+        # Pieces are short: decoded as file mode's vad chunks are (engine.whisper_batch for greedy Whisper).
         o = self.transcribe_options  # the live view shows every utterance's times: at least segments
         return TranscribeOptions(timestamps="segments" if o.timestamps == "none" else o.timestamps, mode="vad", batch_size=1, num_beams=o.num_beams,
                                  language=o.language, task=o.task, generate_kwargs=o.generate_kwargs)
+
+    def _tail_options(self) -> TranscribeOptions:
+        o = self.transcribe_options  # shown only until committed: text alone, greedy
+        return TranscribeOptions(timestamps="none", mode="vad", batch_size=1, language=o.language, task=o.task,
+                                 generate_kwargs=o.generate_kwargs)
 
     def _drop(self, samples: int) -> None:
         if samples > 0:
