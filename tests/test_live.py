@@ -114,22 +114,22 @@ def feed_all(session, pipe, audio):
 def test_utterances_commit_as_they_end_and_never_change(whisper, talk):
     options = LiveOptions(max_seconds=600)
     session = LiveSession(options=options)
-    seen = feed_all(session, whisper, talk.audio)
+    seen = feed_all(session, whisper, np.concatenate([talk.audio, np.zeros(2 * RATE, np.float32)]))  # then a pause
     texts = [text for text, _, _ in seen]
     assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))  # only ever appended
     assert max(buffered for _, buffered, _ in seen) <= options.max_utterance_s + options.preroll_s + 0.5
-    # Each sentence is committed once its pause is heard: within a second of audio after it ends.
+    # Sentences apart by 1.5 s or more are committed each once its pause is heard (a long pause: 1.2 s).
     assert len(session.commits) == len(TALK_SENTENCES)
     for commit, end in zip(session.commits, talk.ends):
         assert commit.speech_end == pytest.approx(end, abs=0.3)
-        assert commit.received_at - end <= options.commit_silence_s + 0.5 + 0.3
+        assert commit.received_at - end <= options.long_pause_s + 0.5 + 0.3
     result = session.finish(whisper)
     file_mode = transcribe(whisper, talk.audio, TranscribeOptions())
     reference = " ".join(TALK_SENTENCES)
     # 33 words: whisper-tiny's slips on one cut-out sentence ("meet our station") are 3 points each.
     assert wer(reference, result.text) <= wer(reference, file_mode.text) + 0.1
     assert [round(s.start) for s in result.segments] == [round(s) for s in talk.starts]
-    assert result.mode == "live" and result.duration == pytest.approx(talk.duration, abs=0.01)
+    assert result.mode == "live" and result.duration == pytest.approx(talk.duration + 2, abs=0.01)
     session.close()
     assert session.buffer.size == 0 and not session.segments and session.feed(whisper, talk.audio[:CHUNK]) is False
 
@@ -148,6 +148,20 @@ def test_silence_commits_nothing_and_keeps_only_a_preroll(whisper):
 
 @needs_real_whisper
 @pytest.mark.real_model
+@needs_real_whisper
+@needs_espeak
+@pytest.mark.real_model
+def test_close_sentences_are_committed_together(whisper):
+    from tests.test_speech_synth import make_speech, SENTENCES
+
+    speech = make_speech(SENTENCES[:3], pauses=[0.7], lead=0.5)  # short pauses: read together, for context
+    session = LiveSession(options=LiveOptions(max_seconds=600))
+    feed_all(session, whisper, speech.audio)
+    assert len(session.commits) <= 1  # the first two together once 8 s were heard; the rest on Stop
+    result = session.finish(whisper)
+    assert len(result.segments) == 3 and "fishing" in result.text.lower() and "tomato" in result.text.lower()
+
+
 def test_a_session_takes_no_more_than_its_cap(whisper):
     session = LiveSession(options=LiveOptions(max_seconds=3))
     took = [session.feed(whisper, np.zeros(CHUNK, np.float32)) for _ in range(10)]
