@@ -241,6 +241,7 @@ class LiveStream:
         self._arrivals: deque[tuple[float, float]] = deque(maxlen=4096)  # (seconds received in all, wall)
         self._pushed_s = 0.0
         self._recent: dict[str, np.ndarray] = {}
+        self._made = time.perf_counter()
         self.latencies: deque[float] = deque(maxlen=1000)  # utterance end heard -> its text committed, s
 
     def _measure(self, before: int) -> None:
@@ -264,6 +265,12 @@ class LiveStream:
         while len(self._recent) > 16:
             self._recent.pop(next(iter(self._recent)))
         return samples
+
+    @property
+    def idle_s(self) -> float:
+        """Seconds since audio last arrived (since the stream was made, before any)."""
+        last = self._arrivals[-1][1] if self._arrivals else self._made
+        return time.perf_counter() - last
 
     @property
     def backlog_s(self) -> float:

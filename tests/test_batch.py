@@ -24,6 +24,12 @@ def test_stems_are_safe_file_names(name, stem):
     assert safe_stem(name) == stem
 
 
+def test_formats_are_the_subtitle_writers():
+    from engine import batch, subtitles
+
+    assert batch.FORMATS == subtitles.FORMATS
+
+
 def test_stems_are_unique_whatever_the_case():
     assert unique_stems(["a.wav", "A.flac", "a.mp3", "b.wav"]) == ["a", "A-2", "a-3", "b"]
 

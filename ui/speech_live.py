@@ -27,6 +27,7 @@ TASK = "automatic-speech-recognition"
 STREAM_EVERY_S = 0.5
 MAX_CHUNK_S = 30.0  # the page sends STREAM_EVERY_S at a time, more when it held chunks back while busy
 LIVE_KINDS = ("seq2seq_whisper", "ctc", "ctc_with_lm")  # models that give text for a piece of audio
+ACTIVE_S = 30.0  # a stream that sent audio this recently counts against --max-live-sessions
 IDLE_HOURS = 2.0  # a session's state is dropped this long after its last chunk, whatever the page does
 
 
@@ -83,7 +84,10 @@ def build_live(registry, settings, model: gr.Dropdown, timestamps: gr.Radio) -> 
     def new_stream(model_name: str | None, timestamps_: str) -> LiveStream:
         model_name = model_name or model.value
         check_model_allowed(TASK, model_name, settings)
-        if sum(1 for s in open_streams if not s.session.closed) >= settings.max_live_sessions:
+        # A page closed without Stop keeps its state until Gradio deletes it: only streams that sent
+        # audio in the last ACTIVE_S count, so abandoned ones do not hold the places.
+        active = sum(1 for s in open_streams if not s.session.closed and s.idle_s < ACTIVE_S)
+        if active >= settings.max_live_sessions:
             raise InputError(f"{settings.max_live_sessions} people are transcribing live on this server "
                              "already (its --max-live-sessions); try again in a minute, or upload a recording.")
 
