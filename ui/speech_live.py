@@ -106,7 +106,9 @@ def build_live(registry, settings, model: gr.Dropdown, timestamps: gr.Radio) -> 
         return stream
 
     def start():
-        return None, "", None, "**Listening** …"
+        # Gradio's recorder drops audio until the stream event has started: "Listening" comes with
+        # the first chunk the server receives (listen), not with the button.
+        return None, "", None, "**Connecting** … start speaking when this says *Listening*."
 
     @user_errors
     def listen(chunk: str | None, live: LiveStream | None, model_name: str | None = None,
