@@ -16,6 +16,10 @@ def main(argv: list[str] | None = None) -> None:
         from ui.quick import main as quick_main
 
         return quick_main(argv[1:])
+    if argv[:1] == ["transcribe"]:
+        from engine.transcribe_cli import main as transcribe_main
+
+        raise SystemExit(transcribe_main(argv[1:]))
     if argv[:1] and not argv[0].startswith("-"):
         names = ", ".join(name for name, _ in COMMANDS)
         raise SystemExit(f"error: unknown command {argv[0]!r}; commands: {names} (python app.py --help)")

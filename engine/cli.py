@@ -13,6 +13,7 @@ from engine.settings import DEVICE_MAP_CHOICES, DTYPE_CHOICES, Settings
 # Subcommands of app.py, each with its own --help: (name, one line).
 COMMANDS = (
     ("quick", "serve any transformers pipeline as a web demo with a /predict API"),
+    ("transcribe", "transcribe audio files to subtitles (srt, vtt, txt, json) with no server"),
 )
 
 

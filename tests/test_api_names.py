@@ -16,6 +16,7 @@ from ui.app import build_app
 PARAMETERS = {
     "/transcribe": ["audio", "model", "timestamps", "mode", "language", "task", "batch_size", "beams", "url",
                     "line_chars", "lines", "cue_words", "word_cues"],
+    "/transcribe_many": ["files", "model", "timestamps", "language", "task", "batch_size", "beams"],
     "/classify_image": ["image", "model", "top_k", "url"],
     "/classify_images": ["images", "model", "top_k", "urls"],
     "/classify_text": ["text", "labels", "multi_label", "template", "model"],
@@ -24,11 +25,13 @@ PARAMETERS = {
     "/models_status": [],
 }  # unloading is for the operator: not in the public API (tests/test_security.py)
 INTEGERS = {("/transcribe", "batch_size"), ("/transcribe", "beams"), ("/transcribe", "line_chars"),
-            ("/transcribe", "lines"), ("/transcribe", "cue_words"), ("/classify_image", "top_k"),
+            ("/transcribe", "lines"), ("/transcribe", "cue_words"), ("/transcribe_many", "batch_size"),
+            ("/transcribe_many", "beams"), ("/classify_image", "top_k"),
             ("/classify_images", "top_k"), ("/answer_document", "top_k")}
 REQUIRED = {"/classify_text": {"text", "labels"}, "/answer_document": {"question"}}
 RETURNS = {
     "/transcribe": ["Transcript", "Segments", "Downloads"],
+    "/transcribe_many": ["Results", "Downloads", "All subtitles (.zip)"],
     "/classify_image": ["Predictions"],
     "/answer_document": ["Answers"],
 }

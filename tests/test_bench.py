@@ -89,6 +89,21 @@ def test_gpu_script_smoke_runs_on_cpu(tmp_path):
     assert {"raw_pipeline_chunked_b24", "app_vad_b24", "asr_fast_graph_all"} <= names
 
 
+@needs_espeak
+def test_live_bench_reports_real_time_factor_latency_and_many_files(tmp_path):
+    from bench import live
+    from tests.conftest import WHISPER_TINY_EN
+
+    if not WHISPER_TINY_EN.is_dir():
+        pytest.skip("needs ../shared/models/whisper-tiny.en")
+    result = live.main(["--live-seconds", "10", "--files", "2", "--file-seconds", "5", "--threads", "1",
+                        "--out-dir", str(tmp_path)])
+    assert result["live"]["real_time_factor"] > 0 and result["live"]["utterances"] >= 1
+    assert result["live"]["latency_median_s"] is not None and result["live"]["wer_live"] is not None
+    assert [r["name"].split(",")[0] for r in result["many"]["rows"]][0] == "many files"
+    assert (tmp_path / "live.json").exists()
+
+
 def test_plot_draws_every_device_from_the_jsons(tmp_path):
     (tmp_path / "long_audio_cpu.json").write_text(json.dumps({"rows": [
         {"name": "app vad (default)", "audio_min_per_s": 0.9}, {"name": "raw pipeline b24", "audio_min_per_s": 0.5}]}))

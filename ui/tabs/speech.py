@@ -18,6 +18,8 @@ from engine.subtitles import SubtitleOptions, clock, write_all
 from engine.urls import URLFetcher
 from ui.common import (cancellable, get_pipeline, open_choices, standalone, stop_check, time_left, upload_or_url,
                        url_box, user_errors)
+from ui.speech_live import build_live
+from ui.speech_many import build_many
 from ui.zerogpu import gpu, speech_seconds
 
 TASK = "automatic-speech-recognition"
@@ -218,6 +220,8 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
     stop.click(None, cancels=[transcribing], api_name="speech_stop", api_visibility="private")
     model.change(language_visible, model, language_row, api_name="speech_language_options",
                  api_visibility="private", queue=False)
+    build_live(registry, settings, model, timestamps)
+    build_many(registry, settings, model, timestamps, language, task, batch, beams)
 
 
 def demo(registry, settings, fetcher: URLFetcher | None = None) -> gr.Blocks:
