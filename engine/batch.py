@@ -125,8 +125,8 @@ def transcribe_many(pipe, audios: Sequence[np.ndarray], options: TranscribeOptio
         found, ranges = ([], []) if is_silent(audio) else speech_regions_and_chunks(audio, rate, max_chunk_s=window)
         plans.append((duration, notes, call, level, found, ranges, len(chunks), is_silent(audio)))
         chunks += [audio[s:e] for s, e in ranges]
-    if progress:
-        progress(0, len(chunks))
+    if progress:  # in seconds of audio, as transcribe_chunks reports it (it moves inside a batch)
+        progress(0, sum(c.shape[0] for c in chunks) / rate)
     call = next((p[2] for p in plans), {})  # the same for every file: it depends on the options alone in vad mode
     from engine.whisper_batch import transcribe_chunks
 

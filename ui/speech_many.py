@@ -103,7 +103,8 @@ def build_many(registry, settings, model: gr.Dropdown, timestamps: gr.Radio, lan
         pipe = registry.get(TASK, model)
         names = [Path(p).name for p in paths]  # Gradio keeps an upload's own name inside its cache folder
         results = run_many(pipe, paths, options, limits, names,
-                           progress=lambda done, total: progress((done, total), desc="Transcribing", unit="chunks"))
+                           progress=lambda done, total: progress((round(done), round(total)), desc="Transcribing",
+                                                                 unit="s of audio"))
         folder = tempfile.mkdtemp(prefix="speech-many-", dir=archive.GRADIO_CACHE)
         results, zip_path = write_many(results, folder)
         rows = [{"file": r.name, "text": r.transcript.text if r.transcript else "",
