@@ -17,6 +17,7 @@ import types
 from dataclasses import dataclass
 
 import numpy as np
+import httpx
 import pytest
 import soundfile as sf
 import torch
@@ -146,6 +147,11 @@ def test_every_model_call_of_every_tab_and_quick_launch_runs_inside_a_gpu_call(s
                 for thing in ("phone", "car", "tv")]
         assert all(set(job.result(timeout=120)["labels"]) == {"urgent", "not urgent"} for job in jobs)
         client.predict("one\ntwo\nthree", None, "a, b", api_name="/classify_texts")
+        many = client.predict([handle_file(str(SPEECH)), handle_file(str(SPEECH))], api_name="/transcribe_many")
+        assert "pipeline studio" in str(many).lower()
+        # Live decoding would run on worker threads, outside any GPU call: ZeroGPU gets a note instead.
+        page = httpx.get(f"{url}config").text
+        assert "speech-live-unavailable" in page and "speech-live-audio" not in page
         answers = client.predict(handle_file(str(INVOICE)), "What is the invoice number?", api_name="/answer_document")
         assert answers and set(answers[0]) == {"answer", "score", "page", "box"}
         # A bad input's own message crosses the GPU call (the real package keeps only gr.Error's).
@@ -160,8 +166,8 @@ def test_every_model_call_of_every_tab_and_quick_launch_runs_inside_a_gpu_call(s
 
     assert registry.loads == 4  # nothing loaded lazily inside a GPU call
     assert stand_in.outside() == []
-    assert {"transcribe_audio", "classify_image", "classify_images", "classify_text", "classify_texts",
-            "answer_document", "run"} <= stand_in.functions_with_model_calls()
+    assert {"transcribe_audio", "transcribe_many", "classify_image", "classify_images", "classify_text",
+            "classify_texts", "answer_document", "run"} <= stand_in.functions_with_model_calls()
     asked = {}
     for name, seconds_asked in stand_in.durations:
         asked.setdefault(name, seconds_asked)  # each function's first call

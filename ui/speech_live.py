@@ -22,6 +22,7 @@ from engine.registry import check_model_allowed
 from engine.speech import TranscribeOptions
 from engine.subtitles import write_all
 from ui.common import user_errors
+from ui.zerogpu import on_zerogpu
 
 TASK = "automatic-speech-recognition"
 STREAM_EVERY_S = 0.5
@@ -60,6 +61,13 @@ def live_status(session: LiveSession, stopped: bool = False, backlog: float = 0.
 
 def build_live(registry, settings, model: gr.Dropdown, timestamps: gr.Radio) -> None:
     """Components and events of the Live part; `model` and `timestamps` are the tab's own pickers."""
+    if on_zerogpu():
+        # Live decoding runs on worker threads for as long as someone speaks; ZeroGPU lends a GPU only
+        # inside one @spaces.GPU call of bounded length, so the model would run without one.
+        gr.Markdown("**Live transcription** is not offered on this Space's ZeroGPU hardware (a GPU is lent "
+                    "per request there, not for a whole recording): record or upload a file above instead.",
+                    elem_id="speech-live-unavailable")
+        return
     options = LiveOptions(max_seconds=settings.max_audio_seconds)
     # Model work of every live session runs here: --concurrency transcriptions at once, whatever
     # the number of people recording; the stream handlers themselves only queue audio.
