@@ -34,6 +34,8 @@ class DecodeOptions:
     cuda_graph: bool = True  # capture the decoder step as a CUDA graph (GPU only)
     attention: str = "sdpa"  # "sdpa" or "eager" (explicit softmax(q k^T) v)
     features_on_device: bool = True  # log-mel on the model's device instead of the CPU
+    int8: bool = False  # int8 weights (torch dynamic quantization of nn.Linear; CPU float32 only)
+    drop_finished: bool = True  # without a CUDA graph: rows that ended leave the batch between steps
 
 
 def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8,
@@ -54,6 +56,10 @@ def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8
     if not fast_path_applies(pipe, chunks, return_timestamps, generate_kwargs):
         return _pipeline_path(pipe, chunks, batch_size, return_timestamps, generate_kwargs, progress)
     model = pipe.model
+    if options.int8:
+        from engine.speech_speed import int8_applies, int8_model
+
+        model = int8_model(model) if int8_applies(model) else model
     plan = _Plan.build(model, bool(return_timestamps), generate_kwargs)
     time_precision = pipe.feature_extractor.chunk_length / model.config.max_source_positions
     out: list[dict] = []
@@ -332,6 +338,15 @@ class _Loop:
     def state(self) -> list[torch.Tensor]:
         return [self.token, self.pos, self.n, self.finished, self.last_ts, self.penult_ts, self.ts_last]
 
+    def keep_rows(self, keep: torch.Tensor) -> None:
+        """Go on with the rows `keep` (indices) only: the other rows' state and caches are dropped."""
+        d = self.decoder
+        d.cross = [(k.index_select(0, keep), v.index_select(0, keep)) for k, v in d.cross]
+        d.keys, d.values = d.keys.index_select(1, keep), d.values.index_select(1, keep)
+        d.batch = int(keep.numel())
+        for name in ("token", "finished", "last_ts", "penult_ts", "ts_last", "out"):
+            setattr(self, name, getattr(self, name).index_select(0, keep))
+
     def step(self) -> None:
         p, neg = self.plan, float("-inf")
         logits = self.decoder.step(self.token, self.pos)
@@ -412,11 +427,41 @@ def _greedy(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions) -
             run = _capture(loop)
         except RuntimeError as exc:  # a kernel that cannot be captured: decode without the graph
             warnings.warn(f"CUDA graph capture failed, decoding step by step: {exc}", RuntimeWarning)
+    if run == loop.step and options.drop_finished and b > 1:
+        return _run_dropping_finished(loop)
     for done in range(plan.steps):
         run()
         if (done + 1) % _CHECK_EVERY == 0 and done + 1 < plan.steps and bool(loop.finished.all()):
             break
     return loop.out.cpu().tolist()
+
+
+def _run_dropping_finished(loop: _Loop) -> list[list[int]]:
+    """loop.step() until every row ended, taking ended rows out of the batch as it goes.
+
+    A batch otherwise decodes until its longest row ends, every other row padding along; on a
+    CPU each row costs its share of every step (its cross-attention keys and values, its logits),
+    so rows that ended are dropped at each check. Rows stay independent, so the tokens are the
+    same (with int8, activations are quantized per batch: within rounding).
+    """
+    steps, b = loop.plan.steps, loop.out.shape[0]
+    done_out = torch.full_like(loop.out, loop.plan.pad)
+    rows = torch.arange(b, device=loop.out.device)
+    for done in range(steps):
+        loop.step()
+        if (done + 1) % _CHECK_EVERY or done + 1 >= steps:
+            continue
+        finished = loop.finished
+        if bool(finished.all()):
+            break
+        if bool(finished.any()):
+            gone = finished.nonzero()[:, 0]
+            done_out[rows[gone]] = loop.out[gone]
+            keep = (~finished).nonzero()[:, 0]
+            rows = rows[keep]
+            loop.keep_rows(keep)
+    done_out[rows] = loop.out
+    return done_out.cpu().tolist()
 
 
 def _capture(loop: _Loop) -> Callable[[], None]:
