@@ -112,7 +112,7 @@ def plot(out_dir: Path) -> Path | None:
         ax.set_title(dev, fontsize=10, loc="left")
         ax.set_xlim(0, max(values) * 1.18)
         ax.tick_params(axis="y", labelsize=8)
-    axes[-1, 0].set_xlabel("audio-minutes transcribed per second (higher is better); blue: the app, orange: faster-whisper, grey: raw pipeline")
+    axes[-1, 0].set_xlabel("audio-minutes per second (higher is better); blue: app, orange: faster-whisper, grey: raw pipeline")
     fig.tight_layout()
     path = out_dir / "audio_minutes_per_second.png"
     fig.savefig(path, dpi=120)
