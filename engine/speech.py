@@ -30,7 +30,7 @@ SEGMENT_MAX_CHARS = 84  # two subtitle lines of 42 characters
 SNAP_TOLERANCE_S = 0.6
 ALIGN_KEEP_COST_S = 1.0
 NO_SPEECH = "No speech was found in this audio."
-# The registry marks each speech pipeline it loads with --speech-int8 under this name (default: on).
+# The registry marks each speech pipeline it loads with --speech-int8 under this name (default: off).
 SPEECH_INT8_ATTR = "studio_speech_int8"
 
 Progress = Callable[[int, int], None]
@@ -77,7 +77,7 @@ class TranscribeOptions:
     task: str = "transcribe"
     generate_kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     # Speed levers of the vad mode (bench/README.md has each one's speed and WER):
-    int8: bool | None = None  # int8 weights on a CPU; None: the pipeline's own default (--speech-int8, on)
+    int8: bool | None = None  # int8 weights on a CPU; None: the pipeline's own default (--speech-int8, off)
     auto_batch: bool = True  # on a GPU, batch as many chunks as free memory holds (batch_size the least)
     decoding: str = "auto"  # auto: engine.whisper_batch where it applies | pipeline: the pipeline per batch
 
@@ -207,7 +207,7 @@ def _decode_options(pipe, options: TranscribeOptions):
     """engine.whisper_batch's options from the user's: int8 where asked, else the pipeline's default."""
     from engine.whisper_batch import DecodeOptions
 
-    int8 = options.int8 if options.int8 is not None else bool(getattr(pipe, SPEECH_INT8_ATTR, True))
+    int8 = options.int8 if options.int8 is not None else bool(getattr(pipe, SPEECH_INT8_ATTR, False))
     return DecodeOptions(int8=int8)
 
 

@@ -98,13 +98,13 @@ def test_int8_off_never_builds_the_copy_and_the_registry_flag_sets_the_default(t
         assert bool(built) is flag
 
 
-def test_speech_int8_is_a_flag_that_can_be_turned_off():
+def test_speech_int8_is_a_flag_off_by_default():
     from engine.cli import build_parser, settings_from_args
 
     parser = build_parser()
-    assert settings_from_args(parser.parse_args([]), env={}).speech_int8 is True
-    assert settings_from_args(parser.parse_args(["--no-speech-int8"]), env={}).speech_int8 is False
-    assert settings_from_args(parser.parse_args([]), env={"STUDIO_SPEECH_INT8": "0"}).speech_int8 is False
+    assert settings_from_args(parser.parse_args([]), env={}).speech_int8 is False
+    assert settings_from_args(parser.parse_args(["--speech-int8"]), env={}).speech_int8 is True
+    assert settings_from_args(parser.parse_args([]), env={"STUDIO_SPEECH_INT8": "1"}).speech_int8 is True
 
 
 # --- ended rows leave the batch ----------------------------------------------------------------
@@ -206,7 +206,7 @@ def test_warm_up_builds_the_int8_copy_and_preload_warms_speech(tiny_model, monke
     from engine.settings import Settings
     import engine.speech as speech
 
-    registry = PipelineRegistry(Settings.from_env(env={}, device="cpu", offline=True,
+    registry = PipelineRegistry(Settings.from_env(env={}, device="cpu", offline=True, speech_int8=True,
                                                   asr_model=str(tiny_model("whisper_en"))))
     warmed = []
     monkeypatch.setattr(speech, "warm_up", lambda pipe: warmed.append(pipe) or 0.0)
