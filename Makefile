@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 TEST_ENV := GRADIO_ANALYTICS_ENABLED=False HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: run test bench space system system-test browser setup dev clean
+.PHONY: run test bench bench-deps space system system-test browser setup dev clean
 
 run: setup system
 	GRADIO_ANALYTICS_ENABLED=False $(PY) app.py $(ARGS)
@@ -13,8 +13,15 @@ run: setup system
 test: dev system-test browser
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
-bench: dev system-test
+bench: dev system-test bench-deps
 	$(TEST_ENV) $(PY) bench/run_all.py
+
+# The speed peer (faster-whisper) for bench/long_audio_cpu.py: into build/bench-site, never the venv,
+# so the app's runtime never sees it; their other needs (numpy, tokenizers, onnxruntime) are already there.
+bench-deps: build/bench-site/.installed
+build/bench-site/.installed: requirements-bench.txt | $(PY)
+	$(PIP) install --no-deps --upgrade --target build/bench-site -r requirements-bench.txt
+	touch $@
 
 space: setup
 	$(PY) spaces/build.py $(if $(HARDWARE),--hardware $(HARDWARE))

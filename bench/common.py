@@ -34,14 +34,6 @@ def tiny_model(name: str) -> str:
     return str(cached_build(name, MODELS))
 
 
-def pipeline_run_chunks(pipe, chunks, call, batch_size, progress):
-    """engine.speech._run_chunks as it was before whisper_batch: the pipeline, batch by batch (a lever row)."""
-    from engine.whisper_batch import _pipeline_path
-
-    return _pipeline_path(pipe, chunks, batch_size, call.get("return_timestamps", False),
-                          call.get("generate_kwargs"), progress)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

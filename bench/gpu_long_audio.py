@@ -28,7 +28,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import pipeline_run_chunks  # noqa: E402
 from bench.speech_audio import RATE, read_wav  # noqa: E402
 
 LARGE_V3 = dict(d_model=1280, encoder_layers=32, decoder_layers=32, encoder_attention_heads=20,
@@ -113,7 +112,6 @@ def main(argv: list[str] | None = None) -> dict:
     import transformers
 
     transformers.logging.set_verbosity_error()
-    from engine import speech
     from engine.audio import SileroVad, silero_vad
     from engine.speech import TranscribeOptions, speech_chunks, transcribe
     from engine.whisper_batch import DecodeOptions, transcribe_chunks
@@ -141,23 +139,20 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"device {device}, model built in {build_s:.1f} s, audio {audio_s / 60:.1f} min "
           f"(tiled from {clip.size / RATE:.0f} s), {tokens} tokens per chunk", flush=True)
 
-    def raw(a, batch):
-        return pipe(a.copy(), chunk_length_s=30, batch_size=batch, return_timestamps=True, generate_kwargs=gk)
+    def raw(a, batch, timestamps=True):
+        return pipe(a.copy(), chunk_length_s=30, batch_size=batch, return_timestamps=timestamps, generate_kwargs=gk)
 
-    def app(mode, batch, a=audio):
-        return transcribe(pipe, a, TranscribeOptions(mode=mode, batch_size=batch, generate_kwargs=gk))
+    def app(mode, batch, a=audio, **options):
+        options.setdefault("auto_batch", False)
+        return transcribe(pipe, a, TranscribeOptions(mode=mode, batch_size=batch, generate_kwargs=gk, **options))
 
-    def with_patch(fn, **patches):
-        saved = {k: getattr(speech, k) for k in patches}
-        for k, v in patches.items():
-            setattr(speech, k, v)
-        try:
-            return fn()
-        finally:
-            for k, v in saved.items():
-                setattr(speech, k, v)
+    def tab_defaults(a=audio):
+        """What the Speech tab sends: TranscribeOptions() with its slider's batch (8); the batch is chosen
+        from free GPU memory and the chunks (auto_batch)."""
+        return transcribe(pipe, a, TranscribeOptions(batch_size=8, generate_kwargs=gk))
 
-    # Warm-up (cuBLAS handles, kernels, VAD sessions) on one minute; not recorded.
+    # Warm-up (cuBLAS handles, kernels, VAD sessions) on one minute; not recorded. Each configuration
+    # below is also run once on that minute right before it is timed (warmed the same way).
     warm = audio[: 60 * RATE]
     raw(warm, PEER_BATCH)
     app("vad", PEER_BATCH, warm)
@@ -167,6 +162,19 @@ def main(argv: list[str] | None = None) -> dict:
     chunks = [audio[s:e] for s, e in ranges]
     speech_s = sum(e - s for s, e in ranges) / RATE
     common = dict(vad_chunks=len(chunks), pipeline_windows=_window_count(audio_s))
+
+    # 0. The Speech tab's defaults, through engine.speech.transcribe, and the raw pipeline with and
+    # without timestamps, each warmed on the same minute just before (the timed pass excludes it).
+    for name, what, fn in (
+            ("app_tab_defaults", "transcribe(TranscribeOptions(batch_size=8)): the Speech tab's defaults, "
+                                 "vad, timestamps on, batch from free GPU memory", tab_defaults),
+            ("raw_pipeline_b24_ts_warmed", "pipeline(chunk_length_s=30, batch_size=24, return_timestamps=True), "
+                                           "warmed on itself", lambda a: raw(a, PEER_BATCH)),
+            ("raw_pipeline_b24_nots_warmed", "pipeline(chunk_length_s=30, batch_size=24), no timestamps, "
+                                             "warmed on itself", lambda a: raw(a, PEER_BATCH, False))):
+        fn(warm)
+        bench.sync()
+        bench.measure(name, what, lambda fn=fn: fn(audio), warmed_on="the first minute, untimed, just before")
 
     # 1. The app as it ships (engine.speech.transcribe, what the Speech tab calls) vs the peer's pipeline.
     app_vad = bench.measure("app_vad_b24", f"transcribe(mode='vad', batch_size=24): {vad.kind} VAD on "
@@ -183,10 +191,9 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{b1_minutes:g} min", lambda: raw(b1, 1), audio_s=b1.size / RATE, batch_size=1)
 
     # 2. Levers, one by one.
-    pipe_vad = bench.measure("app_vad_pipeline_b24", "transcribe(mode='vad') with the pipeline per batch "
-                             "instead of whisper_batch", lambda: with_patch(lambda: app("vad", PEER_BATCH),
-                                                                            _run_chunks=pipeline_run_chunks),
-                             batch_size=PEER_BATCH)
+    pipe_vad = bench.measure("app_vad_pipeline_b24", "transcribe(mode='vad', decoding='pipeline'): the pipeline "
+                             "per batch instead of whisper_batch",
+                             lambda: app("vad", PEER_BATCH, decoding="pipeline"), batch_size=PEER_BATCH)
     for name, what, v in (("vad_torchscript", "VAD alone: silero TorchScript, one frame per call",
                            SileroVad(sequence=False)),
                           ("vad_onnx_1thread", "VAD alone: silero sequence ONNX, one thread", SileroVad(threads=1)),
@@ -199,9 +206,10 @@ def main(argv: list[str] | None = None) -> dict:
         return lambda: transcribe_chunks(pipe, chunks, batch_size=batch, return_timestamps=True,
                                          generate_kwargs=gk, options=DecodeOptions(**opts))
 
+    from engine.whisper_batch import _pipeline_path
+
     bench.measure("asr_pipeline_b24", "ASR only: pipeline on the VAD chunks, batch 24",
-                  lambda: pipeline_run_chunks(pipe, chunks, {"return_timestamps": True, "generate_kwargs": gk},
-                                              PEER_BATCH, None), batch_size=PEER_BATCH)
+                  lambda: _pipeline_path(pipe, chunks, PEER_BATCH, True, gk, None), batch_size=PEER_BATCH)
     bench.measure("asr_fast_nograph_b24", "ASR only: whisper_batch, static cache, no CUDA graph, batch 24",
                   asr(PEER_BATCH, cuda_graph=False), batch_size=PEER_BATCH)
     bench.measure("asr_fast_graph_b24", "ASR only: + CUDA graph per decoder step", asr(PEER_BATCH),

@@ -25,7 +25,7 @@ STEPS = {
     "overhead": ("overhead.py", [], ["--calls", "5"]),
     "registry": ("registry_bench.py", [], []),
     "startup": ("startup.py", [], ["--starts", "1"]),
-    "long_audio_cpu": ("long_audio_cpu.py", [], ["--seconds", "40", "--raw-batches", "8"]),
+    "long_audio_cpu": ("long_audio_cpu.py", ["--cold"], ["--seconds", "40", "--rounds", "1", "--rows", "app_default,app_fp32", "--once", ""]),
     "batching": ("batching.py", ["--requests", "3"], ["--models", "tiny", "--requests", "1", "--rounds", "1"]),
     "load": ("load.py", ["--rounds", "2"], ["--users", "3", "--requests", "3", "--duration", "15", "--asr", "tiny",
                              "--invalid-share", "0.25", "--variants", "default", "--rounds", "1"]),
@@ -73,8 +73,10 @@ def plot_rows(out_dir: Path) -> list[tuple[str, str, float]]:
     rows = []
     cpu = out_dir / "long_audio_cpu.json"
     if cpu.exists():
-        for r in json.loads(cpu.read_text())["rows"]:
-            rows.append((r["name"], "CPU (2 cores), whisper-tiny.en", r["audio_min_per_s"]))
+        data = json.loads(cpu.read_text())
+        named = data.get("summary") or {r["name"]: r for r in data.get("rows", [])}
+        for name, r in named.items():
+            rows.append((name.replace("_", " "), "CPU (2 cores), whisper-tiny.en", r["audio_min_per_s"]))
     gpu = out_dir / "gpu_long_audio.json"
     if not gpu.exists():
         gpu = RESULTS / "gpu_long_audio.json"
@@ -102,14 +104,15 @@ def plot(out_dir: Path) -> Path | None:
     for ax, dev in zip(axes[:, 0], devices):
         mine = [(label, v) for label, d, v in rows if d == dev]
         labels, values = [m[0] for m in mine], [m[1] for m in mine]
-        colours = ["#2b7bba" if label.startswith("app") else "#aaaaaa" for label in labels]
+        colours = ["#2b7bba" if label.startswith("app") else "#e08a2c" if label.startswith("fw") else "#aaaaaa"
+                   for label in labels]
         bars = ax.barh(labels, values, color=colours)
         ax.bar_label(bars, labels=[f"{v:.2f}" if v < 10 else f"{v:.1f}" for v in values], padding=3, fontsize=8)
         ax.invert_yaxis()
         ax.set_title(dev, fontsize=10, loc="left")
         ax.set_xlim(0, max(values) * 1.18)
         ax.tick_params(axis="y", labelsize=8)
-    axes[-1, 0].set_xlabel("audio-minutes transcribed per second (higher is better); blue: the app, grey: raw pipeline")
+    axes[-1, 0].set_xlabel("audio-minutes per second (higher is better); blue: app, orange: faster-whisper, grey: raw pipeline")
     fig.tight_layout()
     path = out_dir / "audio_minutes_per_second.png"
     fig.savefig(path, dpi=120)

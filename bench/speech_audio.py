@@ -78,17 +78,19 @@ def recording(seconds: float, seed: int = 0, pause: tuple[float, float] = (0.4, 
     cached = CACHE / f"speech-{key}.npz"
     if cached.exists():
         data = np.load(cached)
-        return data["audio"], str(data["text"])
+        if "starts" in data:
+            return data["audio"], str(data["text"])
     rng = random.Random(seed)
     # espeak speaks about 2.6 words a second; ask for enough sentences, then cut at the length.
     texts = sentences(max(4, int(seconds / 3.2) + 4), seed)
     with ThreadPoolExecutor(max_workers=4) as pool:
         spoken = list(pool.map(speak, texts))
-    pieces, used, total = [], [], 0
+    pieces, used, total, starts = [], [], 0, []
     for text, audio in zip(texts, spoken):
         gap = np.zeros(int(rng.uniform(*pause) * RATE), dtype=np.float32)
         pieces += [gap, audio]
         used.append(text)
+        starts.append((total + gap.size + _first_sound(audio)) / RATE)
         total += gap.size + audio.size
         if total >= seconds * RATE:
             break
@@ -96,8 +98,20 @@ def recording(seconds: float, seed: int = 0, pause: tuple[float, float] = (0.4, 
     audio = np.concatenate(pieces).astype(np.float32)
     text = " ".join(used)
     CACHE.mkdir(parents=True, exist_ok=True)
-    np.savez(cached, audio=audio, text=np.array(text))
+    np.savez(cached, audio=audio, text=np.array(text), starts=np.array(starts))
     return audio, text
+
+
+def sentence_starts(seconds: float, seed: int = 0, pause: tuple[float, float] = (0.4, 1.5)) -> list[float]:
+    """Where each sentence of recording(seconds, seed, pause) begins to sound, in seconds."""
+    recording(seconds, seed, pause)
+    key = hashlib.sha1(f"{seconds}:{seed}:{pause}:{_TEMPLATES}:{_WORDS}".encode()).hexdigest()[:12]
+    return [float(t) for t in np.load(CACHE / f"speech-{key}.npz")["starts"]]
+
+
+def _first_sound(audio: np.ndarray, level: float = 0.01) -> int:
+    loud = np.flatnonzero(np.abs(audio) > level)
+    return int(loud[0]) if loud.size else 0
 
 
 def write_wav(path: str | Path, audio: np.ndarray, rate: int = RATE) -> None:

@@ -393,7 +393,11 @@ class PipelineRegistry:
         for task in tasks:
             started = time.perf_counter()
             key = self.key_for(task)
-            self.get_key(key)
+            pipe = self.get_key(key)
+            if task == "automatic-speech-recognition":
+                from engine.speech import warm_up
+
+                warm_up(pipe)
             done.append((task, key.label, time.perf_counter() - started))
         return done
 
@@ -403,7 +407,7 @@ class PipelineRegistry:
         while True:
             try:
                 self.loads += 1
-                return self._loader(key)
+                return self._ready(key, self._loader(key))
             except torch.OutOfMemoryError:
                 with self._lock:
                     evicted = [self._loaded.popitem(last=False)[1]] if self._loaded else []
@@ -411,6 +415,17 @@ class PipelineRegistry:
                     raise
                 self._note_unloaded(evicted, f"{key.label} ran out of memory while loading")
                 self._release(evicted)
+
+    def _ready(self, key: PipelineKey, pipe: Any) -> Any:
+        """The loaded pipeline, a speech one marked with --speech-int8 (engine.speech reads it)."""
+        if key.task == "automatic-speech-recognition":
+            from engine.speech import SPEECH_INT8_ATTR
+
+            try:
+                setattr(pipe, SPEECH_INT8_ATTR, self.settings.speech_int8)
+            except AttributeError:  # a stand-in loader's object that takes no attributes
+                pass
+        return pipe
 
     def _note_unloaded(self, entries: list[LoadedPipeline], why: str) -> None:
         for entry in entries:

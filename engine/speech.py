@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -20,6 +20,7 @@ __all__ = ["Word", "Segment", "Transcript", "TranscribeOptions", "decode_audio",
 
 TIMESTAMPS = ("none", "segments", "words")
 MODES = ("auto", "sequential", "chunked", "vad")
+DECODINGS = ("auto", "pipeline")
 TASKS = ("transcribe", "translate")
 MAX_BEAMS = 8
 DEFAULT_WINDOW_S = 30.0
@@ -29,6 +30,8 @@ SEGMENT_MAX_CHARS = 84  # two subtitle lines of 42 characters
 SNAP_TOLERANCE_S = 0.6
 ALIGN_KEEP_COST_S = 1.0
 NO_SPEECH = "No speech was found in this audio."
+# The registry marks each speech pipeline it loads with --speech-int8 under this name (default: off).
+SPEECH_INT8_ATTR = "studio_speech_int8"
 
 Progress = Callable[[float, float], None]  # (seconds of audio done, seconds in all)
 ShouldStop = Callable[[], bool]
@@ -74,10 +77,14 @@ class TranscribeOptions:
     language: str | None = None
     task: str = "transcribe"
     generate_kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # Speed levers of the vad mode (bench/README.md has each one's speed and WER):
+    int8: bool | None = None  # int8 weights on a CPU; None: the pipeline's own default (--speech-int8, off)
+    auto_batch: bool = True  # on a GPU, batch as many chunks as free memory holds (batch_size the least)
+    decoding: str = "auto"  # auto: engine.whisper_batch where it applies | pipeline: the pipeline per batch
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("timestamps", self.timestamps, TIMESTAMPS), ("mode", self.mode, MODES),
-                                     ("task", self.task, TASKS)):
+                                     ("task", self.task, TASKS), ("decoding", self.decoding, DECODINGS)):
             if value not in allowed:
                 raise InputError(f"{name} {value!r} is not known; choose one of {', '.join(allowed)}.")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -155,7 +162,7 @@ def transcribe(pipe, audio: np.ndarray, options: TranscribeOptions = TranscribeO
             return empty(NO_SPEECH)
         regions = [(s / rate, e / rate) for s, e in found]
         outputs = _run_chunks(pipe, [audio[s:e] for s, e in ranges], call, options.batch_size, progress,
-                              should_stop)
+                              should_stop, options)
         starts, ends = [s / rate for s, _ in ranges], [e / rate for _, e in ranges]
     else:
         if level and options.timestamps != "none":
@@ -192,21 +199,55 @@ def transcribe(pipe, audio: np.ndarray, options: TranscribeOptions = TranscribeO
 
 
 def _run_chunks(pipe, chunks: Sequence[np.ndarray], call: Mapping[str, Any], batch_size: int,
-                progress: Progress | None, should_stop: ShouldStop | None = None) -> list[dict]:
+                progress: Progress | None, should_stop: ShouldStop | None = None,
+                options: TranscribeOptions = TranscribeOptions()) -> list[dict]:
     """Run audio chunks in batches, in order, reporting seconds of audio done as they decode.
 
     Greedy Whisper goes through engine.whisper_batch (static KV cache, CUDA graphs on a GPU:
     the same tokens as the pipeline, several times faster, bench/README.md); everything else
     (beams, word times, CTC) through the pipeline, batch by batch.
     """
-    from engine.whisper_batch import transcribe_chunks
+    from engine.whisper_batch import _pipeline_path, transcribe_chunks
 
     if progress:
         progress(0.0, sum(len(c) for c in chunks) / pipe.feature_extractor.sampling_rate)
-    return transcribe_chunks(pipe, chunks, batch_size=batch_size,
-                             return_timestamps=call.get("return_timestamps", False),
-                             generate_kwargs=call.get("generate_kwargs"), progress=progress,
-                             should_stop=should_stop)
+    timestamps, generate = call.get("return_timestamps", False), call.get("generate_kwargs")
+    if options.decoding == "pipeline":
+        return _pipeline_path(pipe, chunks, batch_size, timestamps, generate, progress, should_stop)
+    decode = _decode_options(pipe, options)
+    if options.auto_batch and getattr(pipe, "model", None) is not None:
+        from engine.speech_speed import auto_batch_size
+
+        batch_size = auto_batch_size(pipe.model, len(chunks), batch_size)
+    return transcribe_chunks(pipe, chunks, batch_size=batch_size, return_timestamps=timestamps,
+                             generate_kwargs=generate, progress=progress, options=decode, should_stop=should_stop)
+
+
+def _decode_options(pipe, options: TranscribeOptions):
+    """engine.whisper_batch's options from the user's: int8 where asked, else the pipeline's default."""
+    from engine.whisper_batch import DecodeOptions
+
+    int8 = options.int8 if options.int8 is not None else bool(getattr(pipe, SPEECH_INT8_ATTR, False))
+    return DecodeOptions(int8=int8)
+
+
+def warm_up(pipe, options: TranscribeOptions = TranscribeOptions()) -> float:
+    """Run the vad mode's pieces once on 2 s of noise, so the first request does not pay for one-time
+    work (the VAD session, int8 weights, first-call kernels); seconds it took. --preload calls it."""
+    import time
+    import warnings
+
+    started = time.perf_counter()
+    rate = pipe.feature_extractor.sampling_rate
+    noise = (np.random.default_rng(0).standard_normal(2 * rate) * 0.05).astype(np.float32)
+    try:
+        speech_regions(noise, rate)
+        options = replace(options, generate_kwargs={**options.generate_kwargs, "max_new_tokens": 8})
+        call, _ = _call_kwargs(pipe, options, "vad", 2.0, model_window(pipe), [])
+        _run_chunks(pipe, [noise], call, 1, None, None, options)
+    except Exception as exc:  # noqa: BLE001 - a model that cannot warm up still serves; its first call says why
+        warnings.warn(f"speech warm-up failed: {exc}", RuntimeWarning)
+    return time.perf_counter() - started
 
 
 def _call_kwargs(pipe, options: TranscribeOptions, mode: str, duration: float, window: float,

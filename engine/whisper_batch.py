@@ -89,6 +89,8 @@ class DecodeOptions:
     cuda_graph: bool = True  # capture the decoder step as a CUDA graph (GPU only)
     attention: str = "sdpa"  # "sdpa" or "eager" (explicit softmax(q k^T) v)
     features_on_device: bool = True  # log-mel on the model's device instead of the CPU
+    int8: bool = False  # int8 weights (torch dynamic quantization of nn.Linear; CPU float32 only)
+    drop_finished: bool = True  # without a CUDA graph: rows that ended leave the batch between steps
 
 
 def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8,
@@ -115,6 +117,10 @@ def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8
         return _pipeline_path(pipe, chunks, batch_size, return_timestamps, generate_kwargs, progress,
                               should_stop)
     model = pipe.model
+    if options.int8:
+        from engine.speech_speed import int8_applies, int8_model
+
+        model = int8_model(model) if int8_applies(model) else model
     plan = _Plan.build(model, bool(return_timestamps), generate_kwargs)
     time_precision = pipe.feature_extractor.chunk_length / model.config.max_source_positions
     frame_s = pipe.feature_extractor.hop_length / rate
@@ -401,6 +407,15 @@ class _Loop:
     def state(self) -> list[torch.Tensor]:
         return [self.token, self.pos, self.n, self.finished, self.last_ts, self.penult_ts, self.ts_last]
 
+    def keep_rows(self, keep: torch.Tensor) -> None:
+        """Go on with the rows `keep` (indices) only: the other rows' state and caches are dropped."""
+        d = self.decoder
+        d.cross = [(k.index_select(0, keep), v.index_select(0, keep)) for k, v in d.cross]
+        d.keys, d.values = d.keys.index_select(1, keep), d.values.index_select(1, keep)
+        d.batch = int(keep.numel())
+        for name in ("token", "finished", "last_ts", "penult_ts", "ts_last", "out"):
+            setattr(self, name, getattr(self, name).index_select(0, keep))
+
     def step(self) -> None:
         p, neg = self.plan, float("-inf")
         logits = self.decoder.step(self.token, self.pos)
@@ -497,15 +512,33 @@ def _greedy(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
         except RuntimeError as exc:  # a kernel that cannot be captured: decode without the graph
             warnings.warn(f"CUDA graph capture failed, decoding step by step: {exc}", RuntimeWarning)
     frames = encoded.shape[1] * stride
+    # Without a CUDA graph (fixed shapes), rows that ended leave the batch: on a CPU each row costs its
+    # share of every step. Rows are independent, so the tokens are the same (int8: within rounding).
+    drop = run == loop.step and options.drop_finished and b > 1
+    done_out = torch.full_like(loop.out, plan.pad) if drop else loop.out
+    rows = torch.arange(b, device=dev)
+    reached = [0.0] * b  # per original row, for watch
     for done in range(plan.steps):
         check_stop(should_stop)
         run()
         if (done + 1) % _CHECK_EVERY == 0 and done + 1 < plan.steps:
             if watch is not None:
-                watch(_frames_reached(loop, plan, frames, stride))
+                for row, at in zip(rows.tolist(), _frames_reached(loop, plan, frames, stride)):
+                    reached[row] = at
+                watch(list(reached))
             if bool(loop.finished.all()):
                 break
-    return loop.out.cpu().tolist()
+            if drop and bool(loop.finished.any()):
+                gone = loop.finished.nonzero()[:, 0]
+                done_out[rows[gone]] = loop.out[gone]
+                for row in rows[gone].tolist():
+                    reached[row] = float(frames)
+                keep = (~loop.finished).nonzero()[:, 0]
+                rows = rows[keep]
+                loop.keep_rows(keep)
+    if drop:
+        done_out[rows] = loop.out
+    return done_out.cpu().tolist()
 
 
 def _frames_reached(loop: _Loop, plan: _Plan, frames: int, stride: int) -> list[float]:

@@ -1,0 +1,218 @@
+"""Speed levers of the Speech tab's vad path: int8 on a CPU, ended rows leaving the batch, the GPU batch
+chosen from free memory, the public decoding switch, and the warm-up behind --preload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from engine import speech_speed
+from engine.errors import InputError
+from engine.speech import SPEECH_INT8_ATTR, TranscribeOptions, decode_audio, transcribe, warm_up
+from engine.whisper_batch import DecodeOptions, transcribe_chunks
+from tests.conftest import WHISPER_TINY_EN, needs_real_whisper
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "assets" / "speech_example.flac"
+RATE = 16000
+GREEDY = {"num_beams": 1}
+LARGE_V3 = dict(d_model=1280, encoder_layers=32, decoder_layers=32, encoder_attention_heads=20,
+                decoder_attention_heads=20, encoder_ffn_dim=5120, decoder_ffn_dim=5120, num_mel_bins=128)
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    import jiwer
+    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
+
+    norm = EnglishTextNormalizer({})
+    return jiwer.wer(norm(reference), norm(hypothesis) or "<empty>")
+
+
+@pytest.fixture(scope="module")
+def real():
+    from transformers import pipeline
+
+    return pipeline("automatic-speech-recognition", model=str(WHISPER_TINY_EN), device="cpu", dtype=torch.float32)
+
+
+@pytest.fixture(scope="module")
+def example():
+    """The example twice with a pause: 38 s, so the default mode (auto) picks vad."""
+    audio = decode_audio(EXAMPLE)
+    return np.concatenate([audio, np.zeros(2 * RATE, np.float32), audio])
+
+
+# --- int8 ---------------------------------------------------------------------------------------
+
+def test_int8_copy_quantizes_every_linear_once_and_leaves_the_model_alone(tiny_model):
+    from transformers import pipeline
+
+    pipe = pipeline("automatic-speech-recognition", model=tiny_model("whisper_en"), device="cpu",
+                    dtype=torch.float32)
+    model = pipe.model
+    assert speech_speed.int8_applies(model)
+    q = speech_speed.int8_model(model)
+    assert speech_speed.int8_model(model) is q  # built once per model
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    assert not any(type(m) is torch.nn.Linear for m in q.modules())
+    assert sum(isinstance(m, DynamicInt8Linear) for m in q.modules()) == sum(
+        type(m) is torch.nn.Linear for m in model.modules()) > 10
+    assert isinstance(model.proj_out, torch.nn.Linear) and model.proj_out.weight.dtype == torch.float32
+    assert not speech_speed.int8_applies(model.to(torch.float16))
+
+
+@needs_real_whisper
+def test_int8_transcript_of_the_real_model_reads_the_example(real, example):
+    fp32 = transcribe(real, example, TranscribeOptions(int8=False))
+    int8 = transcribe(real, example, TranscribeOptions(int8=True))
+    assert int8.mode == fp32.mode == "vad"
+    assert real.model in speech_speed._int8_models  # the quantized copy did the decoding
+    assert "pipeline studio" in int8.text.lower() and "subtitles" in int8.text.lower()
+    assert wer(fp32.text, int8.text) <= 0.1, (fp32.text, int8.text)
+    assert len(int8.segments) >= 6
+    starts = sorted(s.start for s in fp32.segments)
+    for seg in int8.segments:  # every sentence placed where float32 placed it
+        assert min(abs(seg.start - s) for s in starts) <= 0.3
+
+
+def test_int8_off_never_builds_the_copy_and_the_registry_flag_sets_the_default(tiny_model, monkeypatch):
+    from engine.registry import PipelineRegistry
+    from engine.settings import Settings
+
+    built = []
+    monkeypatch.setattr(speech_speed, "int8_model", lambda m: built.append(m) or m)
+    noise = (np.random.default_rng(0).standard_normal(4 * RATE) * 0.1).astype(np.float32)
+    for flag in (False, True):
+        registry = PipelineRegistry(Settings.from_env(env={}, device="cpu", offline=True, speech_int8=flag,
+                                                      asr_model=str(tiny_model("whisper_en"))))
+        pipe = registry.get("automatic-speech-recognition")
+        assert getattr(pipe, SPEECH_INT8_ATTR) is flag
+        built.clear()
+        transcribe_chunks(pipe, [noise], generate_kwargs=GREEDY,
+                          options=DecodeOptions(int8=getattr(pipe, SPEECH_INT8_ATTR)))
+        assert bool(built) is flag
+
+
+def test_speech_int8_is_a_flag_off_by_default():
+    from engine.cli import build_parser, settings_from_args
+
+    parser = build_parser()
+    assert settings_from_args(parser.parse_args([]), env={}).speech_int8 is False
+    assert settings_from_args(parser.parse_args(["--speech-int8"]), env={}).speech_int8 is True
+    assert settings_from_args(parser.parse_args([]), env={"STUDIO_SPEECH_INT8": "1"}).speech_int8 is True
+
+
+# --- ended rows leave the batch ----------------------------------------------------------------
+
+@needs_real_whisper
+def test_dropping_ended_rows_keeps_every_token(real):
+    audio = decode_audio(EXAMPLE)
+    # Pieces of very different lengths, so rows end many steps apart.
+    chunks = [audio[: int(s * RATE)] for s in (2.5, 17.0, 6.0, 11.0)]
+    for timestamps in (False, True):
+        kept = transcribe_chunks(real, chunks, batch_size=4, return_timestamps=timestamps, generate_kwargs=GREEDY,
+                                 options=DecodeOptions(drop_finished=False))
+        dropped = transcribe_chunks(real, chunks, batch_size=4, return_timestamps=timestamps,
+                                    generate_kwargs=GREEDY, options=DecodeOptions(drop_finished=True))
+        assert dropped == kept
+        assert len({len(o["text"]) for o in kept}) == 4
+
+
+def test_dropping_ended_rows_on_the_tiny_model_matches_the_pipeline(tiny_model):
+    from transformers import pipeline
+
+    pipe = pipeline("automatic-speech-recognition", model=tiny_model("whisper_en"), device="cpu",
+                    dtype=torch.float32)
+    rng = np.random.default_rng(3)
+    chunks = [(rng.standard_normal(int(s * RATE)) * 0.1).astype(np.float32) for s in (1, 7, 3, 12, 2)]
+    gk = {"num_beams": 1, "max_new_tokens": 20}
+    ref = [o["text"] for o in pipe([{"raw": c, "sampling_rate": RATE} for c in chunks], batch_size=5,
+                                   generate_kwargs=gk)]
+    got = [o["text"] for o in transcribe_chunks(pipe, chunks, batch_size=5, generate_kwargs=gk)]
+    assert got == ref
+
+
+# --- the batch on a GPU -------------------------------------------------------------------------
+
+def fake_model(device: str, config_kwargs: dict):
+    from transformers import WhisperConfig
+
+    param = SimpleNamespace(device=torch.device(device), element_size=lambda: 2, dtype=torch.float16)
+    return SimpleNamespace(config=WhisperConfig(**config_kwargs), parameters=lambda: iter([param]))
+
+
+def test_auto_batch_takes_every_chunk_that_free_gpu_memory_holds(monkeypatch):
+    model = fake_model("cuda:0", LARGE_V3)
+    per_row = speech_speed.row_bytes(model, 448)
+    assert 150e6 < per_row < 1e9  # cross-attention caches of 32 layers dominate: about 245 MB in fp16
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device=None: 0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (130 * 2**30, 140 * 2**30))
+    assert speech_speed.auto_batch_size(model, 63, floor=8) == 63  # an H200: all 63 chunks at once
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (int(per_row * 20 / 0.8), 140 * 2**30))
+    assert speech_speed.auto_batch_size(model, 63, floor=8) == 20  # what fits
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (per_row, 140 * 2**30))
+    assert speech_speed.auto_batch_size(model, 63, floor=8) == 8  # never below the user's batch
+    assert speech_speed.auto_batch_size(model, 5, floor=8) == 5
+
+
+def test_auto_batch_on_a_cpu_is_the_users_batch():
+    model = fake_model("cpu", LARGE_V3)
+    assert speech_speed.auto_batch_size(model, 63, floor=8) == 8
+    assert speech_speed.auto_batch_size(model, 3, floor=8) == 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_auto_batch_on_a_real_gpu_fits_and_decodes(tiny_model):
+    from transformers import pipeline
+
+    pipe = pipeline("automatic-speech-recognition", model=tiny_model("whisper_en"), device="cuda:0",
+                    dtype=torch.float16)
+    assert speech_speed.auto_batch_size(pipe.model, 40, floor=8) == 40
+    chunks = [(np.random.default_rng(i).standard_normal(5 * RATE) * 0.1).astype(np.float32) for i in range(12)]
+    out = transcribe_chunks(pipe, chunks, batch_size=12, generate_kwargs={"num_beams": 1, "max_new_tokens": 5})
+    assert len(out) == 12
+
+
+# --- the public switches and the warm-up -------------------------------------------------------
+
+def test_decoding_is_validated():
+    assert TranscribeOptions().decoding == "auto" and TranscribeOptions().auto_batch is True
+    assert TranscribeOptions().int8 is None
+    with pytest.raises(InputError, match="decoding"):
+        TranscribeOptions(decoding="ctranslate2")
+
+
+@needs_real_whisper
+def test_decoding_pipeline_switch_gives_the_fast_paths_text(real, example, monkeypatch):
+    import engine.whisper_batch as wb
+
+    calls = []
+    original = wb._pipeline_path
+    monkeypatch.setattr(wb, "_pipeline_path", lambda *a, **k: calls.append(1) or original(*a, **k))
+    fast = transcribe(real, example, TranscribeOptions(int8=False))
+    assert not calls
+    slow = transcribe(real, example, TranscribeOptions(int8=False, decoding="pipeline"))
+    assert calls and slow.text == fast.text
+
+
+def test_warm_up_builds_the_int8_copy_and_preload_warms_speech(tiny_model, monkeypatch):
+    from engine.registry import PipelineRegistry
+    from engine.settings import Settings
+    import engine.speech as speech
+
+    registry = PipelineRegistry(Settings.from_env(env={}, device="cpu", offline=True, speech_int8=True,
+                                                  asr_model=str(tiny_model("whisper_en"))))
+    warmed = []
+    monkeypatch.setattr(speech, "warm_up", lambda pipe: warmed.append(pipe) or 0.0)
+    done = registry.preload(["automatic-speech-recognition"])
+    assert len(done) == 1 and warmed == [registry.get("automatic-speech-recognition")]
+    monkeypatch.undo()
+    pipe = registry.get("automatic-speech-recognition")
+    assert warm_up(pipe) > 0
+    assert pipe.model in speech_speed._int8_models  # the first request finds the int8 copy ready
