@@ -20,7 +20,7 @@ import numpy as np
 from engine import speech
 from engine.audio import decode_audio, is_silent, speech_regions_and_chunks
 from engine.errors import InputError
-from engine.speech import Segment, Transcript, TranscribeOptions
+from engine.speech import Segment, ShouldStop, Transcript, TranscribeOptions
 
 Progress = Callable[[int, int], None]
 FORMATS = ("srt", "vtt", "txt", "json")  # engine.subtitles.FORMATS, imported there only when writing
@@ -104,14 +104,14 @@ def read_many(paths: Sequence[str | Path], rate: int, limits: Limits = Limits(),
 
 
 def transcribe_many(pipe, audios: Sequence[np.ndarray], options: TranscribeOptions = TranscribeOptions(),
-                    progress: Progress | None = None) -> list[Transcript]:
+                    progress: Progress | None = None, should_stop: ShouldStop | None = None) -> list[Transcript]:
     """Transcribe several recordings (mono float32 at the model's rate), the same way transcribe()
     does in `vad` mode, but with the chunks of all of them in shared batches.
 
     Modes other than auto and vad have no chunks to share: each file goes through transcribe().
     """
     if options.mode not in ("auto", "vad"):
-        return [speech.transcribe(pipe, a, options) for a in _counted(audios, progress)]
+        return [speech.transcribe(pipe, a, options, should_stop=should_stop) for a in _counted(audios, progress)]
     rate = pipe.feature_extractor.sampling_rate
     window = speech.model_window(pipe)
     plans, chunks = [], []
@@ -132,7 +132,8 @@ def transcribe_many(pipe, audios: Sequence[np.ndarray], options: TranscribeOptio
 
     outputs = transcribe_chunks(pipe, chunks, batch_size=options.batch_size,
                                 return_timestamps=call.get("return_timestamps", False),
-                                generate_kwargs=call.get("generate_kwargs"), progress=progress) if chunks else []
+                                generate_kwargs=call.get("generate_kwargs"), progress=progress,
+                                should_stop=should_stop) if chunks else []
     language = speech._language(pipe, options)
     results = []
     for duration, notes, _, level, found, ranges, first, silent in plans:
@@ -156,12 +157,12 @@ def transcribe_many(pipe, audios: Sequence[np.ndarray], options: TranscribeOptio
 
 def run_many(pipe, paths: Sequence[str | Path], options: TranscribeOptions = TranscribeOptions(),
              limits: Limits = Limits(), names: Sequence[str] | None = None,
-             progress: Progress | None = None) -> list[FileResult]:
+             progress: Progress | None = None, should_stop: ShouldStop | None = None) -> list[FileResult]:
     """read_many + transcribe_many: one FileResult per input, in order (files not written yet)."""
     names = list(names) if names is not None else [Path(p).name for p in paths]
     loaded = read_many(paths, pipe.feature_extractor.sampling_rate, limits, names)
     good = [audio for audio, _ in loaded if audio is not None]
-    transcripts = iter(transcribe_many(pipe, good, options, progress) if good else [])
+    transcripts = iter(transcribe_many(pipe, good, options, progress, should_stop) if good else [])
     return [FileResult(name, stem, None if error else next(transcripts), error)
             for name, stem, (_, error) in zip(names, unique_stems(names), loaded)]
 

@@ -153,3 +153,19 @@ def test_time_left_comes_from_the_rate_so_far():
     assert time_left(25, 100, 10.0) == "about 30 s left"
     assert time_left(10, 100, 10.0) == "about 1 min 30 s left"
     assert time_left(100, 100, 10.0) is None
+
+
+def test_a_cancelled_many_files_job_stops_too(make_settings, serve, long_wav, monkeypatch):
+    from gradio_client import Client, handle_file
+
+    settings = make_settings(asr_model=str(WHISPER_TINY_EN))
+    url = serve(build_app(settings, PipelineRegistry(settings)), settings)
+    steps = DecodeSteps(monkeypatch)
+    client = Client(url, verbose=False)
+    job = client.submit([handle_file(str(long_wav)), handle_file(str(long_wav))], MODEL, api_name="/transcribe_many")
+    steps.wait_for(20)
+    assert job.cancel()
+    while not job.done():
+        time.sleep(0.05)
+    assert_work_stopped(steps)
+    client.close()

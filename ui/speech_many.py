@@ -13,7 +13,7 @@ from engine.batch import Limits, run_many, write_many
 from engine.errors import InputError
 from engine.registry import check_model_allowed
 from engine.speech import TranscribeOptions
-from ui.common import hand_over_path, user_errors
+from ui.common import cancellable, get_pipeline, hand_over_path, stop_check, user_errors
 from ui.zerogpu import audio_seconds, gpu, seconds_for_audio
 
 TASK = "automatic-speech-recognition"
@@ -54,6 +54,7 @@ def build_many(registry, settings, model: gr.Dropdown, timestamps: gr.Radio, lan
                 uploads = hand_over_path(gr.File(file_count="multiple", type="filepath", label="Recordings",
                                                  elem_id="speech-many-input"))
                 run = gr.Button("Transcribe all", variant="primary", elem_id="speech-many-run")
+                stop = gr.Button("Stop", variant="stop", elem_id="speech-many-stop")
             with gr.Column(scale=1):
                 summary = gr.Markdown(elem_id="speech-many-summary")
                 table = gr.Dataframe(headers=["file", "seconds", "transcript"], datatype=["str", "number", "str"],
@@ -65,11 +66,12 @@ def build_many(registry, settings, model: gr.Dropdown, timestamps: gr.Radio, lan
                 results_json = gr.JSON(label="Results", visible=False, elem_id="speech-many-json")
     shown = gr.State()
 
+    @cancellable
     @gpu(duration=many_seconds)
     @user_errors
     def transcribe_many(files: list[str] | None = None, model: str | None = None, timestamps: str = "segments",
                         language: str | None = AUTO_LANGUAGE, task: str = "transcribe", batch_size: int = 8,
-                        beams: int = 1, progress=gr.Progress()):
+                        beams: int = 1, progress=gr.Progress(track_tqdm=True)):
         """Transcribe several recordings at once; their chunks share model batches.
 
         Args:
@@ -100,11 +102,12 @@ def build_many(registry, settings, model: gr.Dropdown, timestamps: gr.Radio, lan
             language=None if language in (None, "", AUTO_LANGUAGE) else language, task=task or "transcribe")
         started = time.perf_counter()
         progress((0, None), desc="Reading the recordings")
-        pipe = registry.get(TASK, model)
+        pipe = get_pipeline(registry, TASK, model, progress)
         names = [Path(p).name for p in paths]  # Gradio keeps an upload's own name inside its cache folder
         results = run_many(pipe, paths, options, limits, names,
                            progress=lambda done, total: progress((round(done), round(total)), desc="Transcribing",
-                                                                 unit="s of audio"))
+                                                                 unit="s of audio"),
+                           should_stop=stop_check())
         folder = tempfile.mkdtemp(prefix="speech-many-", dir=archive.GRADIO_CACHE)
         results, zip_path = write_many(results, folder)
         rows = [{"file": r.name, "text": r.transcript.text if r.transcript else "",
@@ -128,6 +131,8 @@ def build_many(registry, settings, model: gr.Dropdown, timestamps: gr.Radio, lan
             text += f" · **{failed}** could not be: see the table"
         return text, result_rows(rows), None
 
-    run.click(transcribe_many, [uploads, model, timestamps, language, task, batch, beams],
-              [results_json, downloads, archive, shown], api_name="transcribe_many").then(
-        show, shown, [summary, table, shown], api_name="speech_many_show", api_visibility="private", queue=False)
+    running = run.click(transcribe_many, [uploads, model, timestamps, language, task, batch, beams],
+                        [results_json, downloads, archive, shown], api_name="transcribe_many")
+    running.then(show, shown, [summary, table, shown], api_name="speech_many_show", api_visibility="private",
+                 queue=False)
+    stop.click(None, cancels=[running], api_name="speech_many_stop", api_visibility="private")
