@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         registry = PipelineRegistry(settings)
         if settings.preload:  # on ZeroGPU models must exist at start
-            for task, model, seconds in registry.preload():
+            for task, model, seconds in registry.preload(warm=not zerogpu.on_zerogpu()):
                 print(f"Loaded {model} for {task} in {seconds:.1f} s", flush=True)
     except (DeviceError, ModelLoadError) as exc:
         raise SystemExit(f"error: {exc}") from None

@@ -387,14 +387,15 @@ class PipelineRegistry:
         self._release(evicted)
         return pipe
 
-    def preload(self, tasks: Iterable[str] = TASKS) -> list[tuple[str, str, float]]:
-        """Load each task's default model now (--preload); (task, model, seconds) for each."""
+    def preload(self, tasks: Iterable[str] = TASKS, warm: bool = True) -> list[tuple[str, str, float]]:
+        """Load each task's default model now (--preload); (task, model, seconds) for each. warm=False
+        runs no model (on ZeroGPU no model may run outside a GPU call, and start-up has none)."""
         done = []
         for task in tasks:
             started = time.perf_counter()
             key = self.key_for(task)
             pipe = self.get_key(key)
-            if task == "automatic-speech-recognition":
+            if warm and task == "automatic-speech-recognition":
                 from engine.speech import warm_up
 
                 warm_up(pipe)
