@@ -131,6 +131,15 @@ def test_a_forged_file_payload_is_refused_before_gradio_reads_it(app, png, recor
     assert classify(client, png)  # and the app goes on serving
 
 
+def test_a_forged_file_in_a_stream_chunk_is_refused(app):
+    """A streaming input's chunks arrive at /stream/{event_id}, not through the queue: the same check."""
+    url, _, _ = app
+    for path in ("/etc/passwd", "/usr/share/pixmaps/debian-logo.png"):
+        answer = httpx.post(f"{url}gradio_api/stream/anything", timeout=30,
+                            json={"data": [{"path": path}, None], "fn_index": 0, "session_hash": "x"})
+        assert answer.status_code == 400 and answer.json()["detail"] == NOT_UPLOADED
+
+
 def test_gradios_own_media_and_url_routes_are_closed(app, png, recorder):
     """process_recording ran Gradio's ffmpeg (all demuxers, no time limit) on any upload; /file=<url>
     fetched and streamed any public address, whatever --allow-urls says."""

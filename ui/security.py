@@ -25,8 +25,9 @@ from gradio_client.utils import is_http_url_like
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable, Callable], Awaitable[None]]
 
-# Routes whose JSON body carries an event's input values.
-EVENT_PATHS = ("/gradio_api/queue/join", "/gradio_api/run/", "/gradio_api/call/", "/gradio_api/api/")
+# Routes whose JSON body carries an event's input values (stream/: each chunk of a streaming input).
+EVENT_PATHS = ("/gradio_api/queue/join", "/gradio_api/run/", "/gradio_api/call/", "/gradio_api/api/",
+               "/gradio_api/stream/")
 LOGIN_PATHS = ("/login", "/login/")
 # Gradio routes this app does not use and a visitor must not reach: process_recording runs Gradio's own
 # ffmpeg (every demuxer, no time limit) on any upload, for screen recordings this app has none of.

@@ -22,6 +22,7 @@ from engine.registry import check_model_allowed
 from engine.speech import TranscribeOptions
 from engine.subtitles import write_all
 from ui.common import user_errors
+from ui.security import NOT_UPLOADED, is_uploaded
 from ui.zerogpu import on_zerogpu
 
 TASK = "automatic-speech-recognition"
@@ -126,6 +127,8 @@ def build_live(registry, settings, model: gr.Dropdown, timestamps: gr.Radio) -> 
             if live is not None and live.session.closed:  # a chunk that came after Stop: the text is final
                 return gr.skip(), gr.skip(), gr.skip()
             live = live or new_stream(model_name, timestamps_)
+            if chunk and not is_uploaded(chunk, mic.GRADIO_CACHE):  # the front door checks this too
+                raise gr.Error(NOT_UPLOADED, print_exception=False)
             if chunk:
                 live.push(live.chunk(chunk, read_stream_chunk, MAX_CHUNK_S))
         finally:
