@@ -25,18 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, ROOT, machine, write_result  # noqa: E402
-from bench.speech_audio import RATE, recording, sentence_starts  # noqa: E402
+from bench.speech_audio import RATE, recording, sentence_starts, wer  # noqa: E402
 
 ROWS = "app_default,fw_batched,fw_sequential,app_fp32"
 ONCE = "raw_ts,raw_nots"
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    import jiwer
-    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
-
-    norm = EnglishTextNormalizer({})
-    return jiwer.wer(norm(reference), norm(hypothesis) or "<empty>")
 
 
 def start_error(truth: list[float], starts: list[float]) -> float | None:

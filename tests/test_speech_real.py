@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from bench.speech_audio import wer
 from engine.registry import PipelineKey, load_pipeline
 from engine.speech import TranscribeOptions, transcribe
 from tests.conftest import WHISPER_TINY_EN, needs_real_whisper
@@ -38,14 +39,6 @@ def runs(whisper, long_speech):
                 time.perf_counter() - started
         return done[mode]
     return run
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    import jiwer
-    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
-
-    norm = EnglishTextNormalizer({})  # Whisper's English normaliser (British spellings not mapped)
-    return jiwer.wer(norm(reference), norm(hypothesis) or "<empty>")
 
 
 def report(capsys, line: str) -> None:

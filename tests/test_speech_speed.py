@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench.speech_audio import wer
 from engine import speech_speed
 from engine.errors import InputError
 from engine.speech import SPEECH_INT8_ATTR, TranscribeOptions, decode_audio, transcribe, warm_up
@@ -22,14 +23,6 @@ RATE = 16000
 GREEDY = {"num_beams": 1}
 LARGE_V3 = dict(d_model=1280, encoder_layers=32, decoder_layers=32, encoder_attention_heads=20,
                 decoder_attention_heads=20, encoder_ffn_dim=5120, decoder_ffn_dim=5120, num_mel_bins=128)
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    import jiwer
-    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
-
-    norm = EnglishTextNormalizer({})
-    return jiwer.wer(norm(reference), norm(hypothesis) or "<empty>")
 
 
 @pytest.fixture(scope="module")

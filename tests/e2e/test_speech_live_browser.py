@@ -12,7 +12,7 @@ import srt
 from engine.registry import PipelineRegistry
 from engine.speech import TranscribeOptions, transcribe
 from tests.conftest import WHISPER_TINY_EN, needs_real_whisper
-from tests.test_speech_real import wer
+from bench.speech_audio import wer
 from tests.test_speech_synth import RATE, TALK_SENTENCES, Speech, make_speech, needs_espeak
 from ui.app import build_app
 
