@@ -23,6 +23,7 @@ MODES = ("auto", "sequential", "chunked", "vad")
 DECODINGS = ("auto", "pipeline")
 TASKS = ("transcribe", "translate")
 MAX_BEAMS = 8
+MAX_PROMPT_CHARS = 1000  # Whisper reads at most 223 prompt tokens; longer text keeps its end
 DEFAULT_WINDOW_S = 30.0
 # How words are grouped into subtitle-sized segments when the model gives only words.
 SEGMENT_GAP_S = 0.8
@@ -81,6 +82,7 @@ class TranscribeOptions:
     int8: bool | None = None  # int8 weights on a CPU; None: the pipeline's own default (--speech-int8, off)
     auto_batch: bool = True  # on a GPU, batch as many chunks as free memory holds (batch_size the least)
     decoding: str = "auto"  # auto: engine.whisper_batch where it applies | pipeline: the pipeline per batch
+    prompt: str = ""  # Whisper: words and names the speech uses (spellings), read before every piece
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("timestamps", self.timestamps, TIMESTAMPS), ("mode", self.mode, MODES),
@@ -91,6 +93,9 @@ class TranscribeOptions:
             raise InputError(f"batch size must be a whole number of at least 1, not {self.batch_size!r}.")
         if not isinstance(self.num_beams, int) or not 1 <= self.num_beams <= MAX_BEAMS:
             raise InputError(f"beams must be a whole number from 1 to {MAX_BEAMS}, not {self.num_beams!r}.")
+        if not isinstance(self.prompt, str) or len(self.prompt) > MAX_PROMPT_CHARS:
+            raise InputError(f"The prompt must be text of at most {MAX_PROMPT_CHARS} characters "
+                             f"(the model reads about 220 words of it).")
 
 
 def resolve_mode(mode: str, duration: float, window: float) -> str:
@@ -269,6 +274,8 @@ def _call_kwargs(pipe, options: TranscribeOptions, mode: str, duration: float, w
             # Whisper's own long-form decoding needs timestamps even when none are shown.
             call["return_timestamps"], level = True, "segment"
         generate: dict[str, Any] = {"num_beams": options.num_beams}
+        if options.prompt.strip():
+            generate["prompt_ids"] = prompt_ids(pipe, options.prompt)
         if getattr(gen, "is_multilingual", False):
             generate["task"] = options.task
             if options.language:
@@ -287,6 +294,19 @@ def _call_kwargs(pipe, options: TranscribeOptions, mode: str, duration: float, w
         if pipe.model.can_generate():
             call["generate_kwargs"] = {"num_beams": options.num_beams, **options.generate_kwargs}
     return call, level
+
+
+def prompt_ids(pipe, text: str):
+    """generate's prompt_ids for `text` (<|startofprev|> and at most 223 text tokens, the last ones)."""
+    import torch
+
+    try:
+        ids = pipe.tokenizer.get_prompt_ids(text.strip(), return_tensors="pt")
+    except ValueError:
+        raise InputError("The prompt may not contain Whisper's special tokens such as <|endoftext|>; "
+                         "give plain words.") from None
+    room = pipe.model.config.max_target_positions // 2 - 1
+    return torch.cat([ids[:1], ids[1:][-room:]]) if ids.shape[0] > room + 1 else ids
 
 
 def _language(pipe, options: TranscribeOptions) -> str | None:

@@ -7,13 +7,14 @@ the cross-attention keys and values computed once per batch and the logits rules
 (suppressed tokens, timestamp pairs, minimum length) done as tensor operations. On a
 GPU each step is captured once as a CUDA graph and replayed. Greedy output is the
 same as the pipeline's; anything this path does not cover (beam search, sampling,
-word timestamps, prompts, non-Whisper models) goes through the pipeline itself.
+word timestamps, non-Whisper models) goes through the pipeline itself. Prompts (generate's
+prompt_ids) are handled here too.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -97,7 +98,8 @@ def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8
                       return_timestamps: bool | str = False, generate_kwargs: dict | None = None,
                       progress: Progress | None = None,
                       options: DecodeOptions = DecodeOptions(),
-                      should_stop: ShouldStop | None = None) -> list[dict]:
+                      should_stop: ShouldStop | None = None,
+                      prompt_ids: Sequence[int] = ()) -> list[dict]:
     """Transcribe 16 kHz mono chunks (each at most 30 s) with a Whisper pipeline.
 
     Returns one dict per chunk shaped like the ASR pipeline's output: {"text"} plus,
@@ -105,9 +107,18 @@ def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8
     the chunk's start. progress(done, total) is called in seconds of audio, during each batch
     and after it. should_stop() is asked before each batch and each decoding step; once it
     says yes, Cancelled is raised.
+
+    prompt_ids: text tokens (no special tokens) put before every chunk, as generate's prompt_ids
+    (words and names the speech uses); generate's own form of it (<|startofprev|> first) may come in
+    generate_kwargs["prompt_ids"] instead. Either way the tokens are the pipeline's with it (tested).
     """
     generate_kwargs = {**getattr(pipe, "_generate_kwargs", {}), **(generate_kwargs or {})}
     chunks = list(chunks)
+    if "prompt_ids" in generate_kwargs and fast_path_applies(pipe, chunks, return_timestamps,
+                                                             {k: v for k, v in generate_kwargs.items()
+                                                              if k != "prompt_ids"}):
+        given = [int(t) for t in generate_kwargs.pop("prompt_ids")]  # generate's form: <|startofprev|> first
+        prompt_ids = [*prompt_ids, *given[1:]]
     if not chunks:
         return []
     batch_size = max(1, int(batch_size))
@@ -124,6 +135,10 @@ def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8
     plan = _Plan.build(model, bool(return_timestamps), generate_kwargs)
     time_precision = pipe.feature_extractor.chunk_length / model.config.max_source_positions
     frame_s = pipe.feature_extractor.hop_length / rate
+    prev_sot = pipe.tokenizer.convert_tokens_to_ids("<|startofprev|>")
+    if prompt_ids and not isinstance(prev_sot, int):
+        raise ValueError("this Whisper tokenizer has no <|startofprev|> token, so it can't take a prompt")
+    prompts = [list(prompt_ids)] * len(chunks) if prompt_ids else None
     out: list[dict] = []
     with torch.inference_mode():
         for start in range(0, len(chunks), batch_size):
@@ -138,7 +153,8 @@ def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8
                 meter.report()
 
             for ids in _decode_features(model, features.to(model.device, model.dtype), plan, options,
-                                        should_stop, reached if progress is not None else None):
+                                        should_stop, reached if progress is not None else None,
+                                        prompts and prompts[start:start + len(batch)], prev_sot):
                 out.append(_to_output(pipe.tokenizer, ids, plan, bool(return_timestamps), time_precision))
             meter.finish(range(start, start + len(batch)))
     return out
@@ -322,7 +338,8 @@ def _language_id(gc, language: str) -> int:
 class _StaticDecoder:
     """One Whisper decoder step over preallocated self-attention and cross-attention caches."""
 
-    def __init__(self, model, encoded: torch.Tensor, max_len: int, attention: str):
+    def __init__(self, model, encoded: torch.Tensor, max_len: int, attention: str,
+                 offset: torch.Tensor | None = None):
         self.model = model
         self.dec = model.get_decoder()
         cfg = model.config
@@ -337,6 +354,10 @@ class _StaticDecoder:
         self.keys = encoded.new_zeros(shape)
         self.values = encoded.new_zeros(shape)
         self.positions = torch.arange(max_len, device=encoded.device)
+        # Rows with shorter prompts are padded on the left: row r's tokens start at column offset[r] of the
+        # cache, its positions count from there and the columns before it are never attended to.
+        self.offset = offset if offset is not None else torch.zeros(self.batch, dtype=torch.long,
+                                                                     device=encoded.device)
         self.scale = float(getattr(self.dec, "embed_scale", 1.0) or 1.0)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
@@ -351,28 +372,43 @@ class _StaticDecoder:
         return scores.softmax(dim=-1) @ v
 
     def step(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Logits (float32) for the next token after `tokens` at position `pos` (a 0-d tensor)."""
-        dec, b = self.dec, self.batch
-        h = dec.embed_tokens(tokens)[:, None, :] * self.scale + dec.embed_positions.weight.index_select(0, pos.view(1))
-        mask = (self.positions <= pos)[None, :]
+        """Logits (float32) for the next token after `tokens` at cache column `pos` (a 0-d tensor)."""
         at = pos.view(1)
+        mask = (self.positions <= pos)[None, :] & (self.positions[None, :] >= self.offset[:, None])
+        return self._forward(tokens[:, None], at, at[None, :] - self.offset[:, None], mask[:, None, None, :])
+
+    def prefill(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Run tokens [batch, n] (columns 0..n-1) in one pass; logits (float32) after the last one."""
+        n = tokens.shape[1]
+        cols = self.positions[:n]
+        mask = (cols[None, :, None] >= cols[None, None, :]) & (cols[None, None, :] >= self.offset[:, None, None])
+        mask = mask | torch.eye(n, dtype=torch.bool, device=tokens.device)  # padding rows see themselves
+        return self._forward(tokens, cols, cols[None, :] - self.offset[:, None], mask[:, None], n)
+
+    def _forward(self, tokens: torch.Tensor, cols: torch.Tensor, pos_ids: torch.Tensor, mask: torch.Tensor,
+                 upto: int | None = None) -> torch.Tensor:
+        """tokens [b, t] written at cache columns `cols`; attention over columns [0, upto or all)."""
+        dec, b, t = self.dec, self.batch, tokens.shape[1]
+        h = dec.embed_tokens(tokens) * self.scale + dec.embed_positions.weight[pos_ids.clamp(min=0)]
         for i, layer in enumerate(dec.layers):
             sa = layer.self_attn
             x = layer.self_attn_layer_norm(h)
-            q = sa.q_proj(x).view(b, 1, self.heads, self.head_dim).transpose(1, 2)
-            self.keys[i].index_copy_(2, at, sa.k_proj(x).view(b, 1, self.heads, self.head_dim).transpose(1, 2))
-            self.values[i].index_copy_(2, at, sa.v_proj(x).view(b, 1, self.heads, self.head_dim).transpose(1, 2))
-            a = self._attend(q, self.keys[i], self.values[i], mask)
-            h = h + sa.out_proj(a.transpose(1, 2).reshape(b, 1, self.dim))
+            q = sa.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+            self.keys[i].index_copy_(2, cols, sa.k_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2))
+            self.values[i].index_copy_(2, cols, sa.v_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2))
+            keys, values = (self.keys[i], self.values[i]) if upto is None else \
+                (self.keys[i][:, :, :upto], self.values[i][:, :, :upto])
+            a = self._attend(q, keys, values, mask)
+            h = h + sa.out_proj(a.transpose(1, 2).reshape(b, t, self.dim))
             ca = layer.encoder_attn
             x = layer.encoder_attn_layer_norm(h)
-            q = ca.q_proj(x).view(b, 1, self.heads, self.head_dim).transpose(1, 2)
+            q = ca.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
             a = self._attend(q, *self.cross[i])
-            h = h + ca.out_proj(a.transpose(1, 2).reshape(b, 1, self.dim))
+            h = h + ca.out_proj(a.transpose(1, 2).reshape(b, t, self.dim))
             x = layer.final_layer_norm(h)
             h = h + layer.fc2(layer.activation_fn(layer.fc1(x)))
-        h = dec.layer_norm(h)
-        return self.model.proj_out(h[:, 0]).float()
+        h = dec.layer_norm(h[:, -1])
+        return self.model.proj_out(h).float()
 
 
 class _Loop:
@@ -412,6 +448,7 @@ class _Loop:
         d = self.decoder
         d.cross = [(k.index_select(0, keep), v.index_select(0, keep)) for k, v in d.cross]
         d.keys, d.values = d.keys.index_select(1, keep), d.values.index_select(1, keep)
+        d.offset = d.offset.index_select(0, keep)
         d.batch = int(keep.numel())
         for name in ("token", "finished", "last_ts", "penult_ts", "ts_last", "out"):
             setattr(self, name, getattr(self, name).index_select(0, keep))
@@ -453,9 +490,13 @@ class _Loop:
 
 def _decode_features(model, features: torch.Tensor, plan: _Plan, options: DecodeOptions,
                      should_stop: ShouldStop | None = None,
-                     reached: Callable[[list[tuple[int, float]]], Any] | None = None) -> list[list[int]]:
+                     reached: Callable[[list[tuple[int, float]]], Any] | None = None,
+                     prompts: Sequence[Sequence[int]] | None = None, prev_sot: int | None = None
+                     ) -> list[list[int]]:
     """Token ids per row, running more passes over a window where generate would (see segment_tokens).
 
+    prompts: per row, the tokens to prompt its first pass with (after <|startofprev|>, prev_sot; the
+    last 223, generate's cut-off); later passes over the rest of a window have none, as in generate.
     reached([(row, frames)]), when given, hears every _CHECK_EVERY steps how far into its audio
     each row's decoding has got, in feature frames."""
     frames = features.shape[-1]
@@ -474,7 +515,8 @@ def _decode_features(model, features: torch.Tensor, plan: _Plan, options: Decode
         if reached is not None:
             def watch(at: list[float], rows: list[int] = active) -> None:
                 reached([(i, seek[i] + frames) for i, frames in zip(rows, at)])
-        rows = _greedy(model, encoder(window).last_hidden_state, plan, options, should_stop, watch, stride)
+        rows = _greedy(model, encoder(window).last_hidden_state, plan, options, should_stop, watch, stride,
+                       _pass_prompts(prompts, active, seek, prev_sot, model.config.max_target_positions // 2 - 1))
         still = []
         for i, row in zip(active, rows):
             ids, advance = segment_tokens(row, plan.eos, plan.timestamp_begin, frames - seek[i], stride)
@@ -486,25 +528,47 @@ def _decode_features(model, features: torch.Tensor, plan: _Plan, options: Decode
     return kept
 
 
+def _pass_prompts(prompts, active, seek, prev_sot, room: int) -> list[list[int]] | None:
+    """The prompt of each active row for this pass: its own on a window's first pass, none on the further
+    passes over what is left of it (generate's prompt_condition_type="first-segment"); None: no prompts."""
+    if prompts is None:
+        return None
+    out = [[prev_sot, *list(prompts[i])[-room:]] if seek[i] == 0 and prompts[i] else [] for i in active]
+    return out if any(out) else None
+
+
 def _greedy(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
             should_stop: ShouldStop | None = None, watch: Callable[[list[float]], Any] | None = None,
-            stride: int = 2) -> list[list[int]]:
+            stride: int = 2, prompts: Sequence[Sequence[int]] | None = None) -> list[list[int]]:
     """Generated token ids per row (after the start tokens), pad-filled after end of text.
 
+    prompts, when given, holds per row the tokens put before the start tokens (<|startofprev|> and
+    text, as generate's prompt_ids; empty: none); rows are padded on the left to the longest.
     should_stop() is asked before every step (a host-side call: nothing waits for the device);
     watch(frames reached per row) is called every _CHECK_EVERY steps, where the loop looks anyway."""
     dev = encoded.device
     b = encoded.shape[0]
     init = list(plan.init_tokens)
-    decoder = _StaticDecoder(model, encoded, len(init) + plan.steps, options.attention)
-    prompt = torch.tensor([[t if t is not None else plan.pad for t in init]] * b, device=dev)
-    for i in range(len(init) - 1):
-        logits = decoder.step(prompt[:, i], torch.tensor(i, device=dev))
-        if init[i + 1] is None:  # language detection: the likeliest language token per row
+    prompts = [list(p) for p in prompts] if prompts is not None else [[] for _ in range(b)]
+    longest = max(len(p) for p in prompts)
+    prefix = len(init) + longest
+    steps = min(plan.steps, model.config.max_target_positions - prefix)
+    offset = torch.tensor([longest - len(p) for p in prompts], dtype=torch.long, device=dev)
+    decoder = _StaticDecoder(model, encoded, prefix + steps, options.attention, offset)
+    prompt = torch.tensor([[plan.pad] * (longest - len(p)) + p + [t if t is not None else plan.pad for t in init]
+                           for p in prompts], device=dev)
+    detect = longest + init.index(None) if None in init else None
+    # Everything before the first unknown token (a language to detect) or before the last one, in one pass.
+    ready = detect if detect is not None else prefix - 1
+    logits = decoder.prefill(prompt[:, :ready]) if ready > 0 else None
+    for i in range(ready, prefix):
+        if i == detect:  # language detection: the likeliest language token per row
             allowed = torch.zeros(logits.shape[-1], dtype=torch.bool, device=dev)
             allowed[list(plan.lang_ids)] = True
-            prompt[:, i + 1] = logits.masked_fill(~allowed, float("-inf")).argmax(dim=-1)
-    loop = _Loop(decoder, plan, len(init) - 1, prompt[:, -1])
+            prompt[:, i] = logits.masked_fill(~allowed, float("-inf")).argmax(dim=-1)
+        if i < prefix - 1:
+            logits = decoder.step(prompt[:, i], torch.tensor(i, device=dev))
+    loop = _Loop(decoder, replace(plan, steps=steps), prefix - 1, prompt[:, -1])
     run = loop.step
     if options.cuda_graph and dev.type == "cuda":
         try:
@@ -518,10 +582,10 @@ def _greedy(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
     done_out = torch.full_like(loop.out, plan.pad) if drop else loop.out
     rows = torch.arange(b, device=dev)
     reached = [0.0] * b  # per original row, for watch
-    for done in range(plan.steps):
+    for done in range(steps):
         check_stop(should_stop)
         run()
-        if (done + 1) % _CHECK_EVERY == 0 and done + 1 < plan.steps:
+        if (done + 1) % _CHECK_EVERY == 0 and done + 1 < steps:
             if watch is not None:
                 for row, at in zip(rows.tolist(), _frames_reached(loop, plan, frames, stride)):
                     reached[row] = at

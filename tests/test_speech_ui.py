@@ -126,3 +126,19 @@ def test_language_options_show_only_for_multilingual_models(make_settings, tiny_
     settings = make_settings(asr_model=str(WHISPER_TINY_EN))
     demo = speech_tab.demo(PipelineRegistry(settings), settings)
     assert not next(b for b in demo.blocks.values() if b.elem_id == "speech-language-row").visible
+
+
+def test_a_prompt_is_read_and_a_bad_one_gets_a_message(app, talk):
+    client, _ = app
+    path, _ = talk
+    plain = client.predict(handle_file(str(path)), api_name="/transcribe")[0]
+    # Whisper writes in the prompt's style: one in lower case without punctuation gives text without either.
+    prompted = client.predict(handle_file(str(path)), prompt="hello my friend how are you today i am fine thanks",
+                              api_name="/transcribe")[0]
+    assert plain != plain.lower() and "." in plain
+    assert prompted == prompted.lower() and "." not in prompted and "?" not in prompted
+    assert all(word in prompted for word in ("doctor", "station", "bridge"))
+    with pytest.raises(Exception, match=r"special tokens such as <\|endoftext\|>"):
+        client.predict(handle_file(str(path)), prompt="hello <|endoftext|>", api_name="/transcribe")
+    with pytest.raises(Exception, match=r"at most 1000 characters"):
+        client.predict(handle_file(str(path)), prompt="word " * 300, api_name="/transcribe")

@@ -12,7 +12,7 @@ import engine.whisper_batch as wb
 from engine.errors import Cancelled
 from engine.whisper_batch import (TOKEN_SECONDS, DecodeOptions, fast_path_applies, log_mel, segment_tokens,
                                   transcribe_chunks)
-from tests.conftest import WHISPER_TINY_EN, needs_real_whisper
+from tests.conftest import WHISPER_TINY_EN
 
 RATE = 16000
 GREEDY = {"num_beams": 1}
@@ -76,16 +76,23 @@ def test_multilingual_model_detects_or_takes_the_language_like_the_pipeline(tiny
         assert got == reference(pipe, chunks, True, kwargs)
 
 
-@needs_real_whisper
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
-def test_real_whisper_reads_speech_like_the_pipeline():
+needs_speech = pytest.mark.skipif(shutil.which("espeak-ng") is None or not WHISPER_TINY_EN.is_dir(),
+                                  reason="needs espeak-ng and ../shared/models/whisper-tiny.en")
+
+
+def spoken_chunks(first: str, second: str, pause_s: float) -> list[np.ndarray]:
+    """Two chunks of espeak speech: `first` alone, then `second`, a pause and `first` again."""
     from bench.speech_audio import speak
 
+    one, two = speak(first), speak(second)
+    return [one, np.concatenate([two, np.zeros(int(pause_s * RATE), np.float32), one])]
+
+
+@needs_speech
+def test_real_whisper_reads_speech_like_the_pipeline():
     pipe = asr_pipeline(WHISPER_TINY_EN)
-    first = speak("The quick brown fox jumps over the lazy dog.")
-    second = speak("Pipelines make speech recognition easy to use.")
-    pause = np.zeros(RATE, dtype=np.float32)
-    chunks = [first, np.concatenate([second, pause, first])]
+    chunks = spoken_chunks("The quick brown fox jumps over the lazy dog.",
+                           "Pipelines make speech recognition easy to use.", 1.0)
     got = transcribe_chunks(pipe, chunks, batch_size=2, return_timestamps=True, generate_kwargs=GREEDY)
     assert got == reference(pipe, chunks, True, GREEDY)
     assert "quick brown fox" in got[0]["text"]
@@ -189,3 +196,39 @@ def test_eager_attention_gives_the_same_text(tiny_en):
     eager = transcribe_chunks(tiny_en, chunks, batch_size=2, return_timestamps=True, generate_kwargs=kwargs,
                               options=DecodeOptions(attention="eager"))
     assert sdpa == eager
+
+
+# --- prompts and conditioning on the previous piece ---------------------------------------------
+
+def test_rows_with_prompts_of_different_lengths_decode_as_each_would_alone(tiny_en):
+    """Left padding: a row's positions count from its own first token and the padding is never read."""
+    model = tiny_en.model
+    plan = wb._Plan.build(model, True, {**GREEDY, "max_new_tokens": 12})
+    sot_prev = tiny_en.tokenizer.convert_tokens_to_ids("<|startofprev|>")
+    prompts = [[sot_prev, 400, 401, 402, 403, 404], [], [sot_prev, 500]]
+    with torch.inference_mode():
+        feats = log_mel(tiny_en.feature_extractor, [noise(3.0, i) for i in range(3)], "cpu")
+        encoded = model.get_encoder()(feats).last_hidden_state
+        together = wb._greedy(model, encoded, plan, DecodeOptions(), prompts=prompts)
+        alone = [wb._greedy(model, encoded[i:i + 1], plan, DecodeOptions(), prompts=[p])[0]
+                 for i, p in enumerate(prompts)]
+        unprompted = wb._greedy(model, encoded[1:2], plan, DecodeOptions())[0]
+    assert together == alone and alone[1] == unprompted
+    assert alone[0] != unprompted or alone[2] != unprompted  # the prompts were read
+
+
+@needs_speech
+def test_a_prompt_gives_the_pipelines_output_with_prompt_ids():
+    pipe = asr_pipeline(WHISPER_TINY_EN)
+    chunks = spoken_chunks("The gardener carried a basket to the harbour.",
+                           "My neighbour said that the bakery was warm.", 0.5)
+    ids = pipe.tokenizer.get_prompt_ids("Basket, harbour, gardener.", return_tensors="pt")
+    for timestamps in (False, True):
+        expected = [pipe({"raw": c, "sampling_rate": RATE}, return_timestamps=timestamps,
+                         generate_kwargs={**GREEDY, "prompt_ids": ids}) for c in chunks]
+        got = transcribe_chunks(pipe, chunks, batch_size=2, return_timestamps=timestamps,
+                                generate_kwargs={**GREEDY, "prompt_ids": ids})
+        assert got == expected
+        plain = transcribe_chunks(pipe, chunks, batch_size=2, return_timestamps=timestamps, generate_kwargs=GREEDY)
+        assert got != plain  # "basket" where it heard "mask it" without the prompt
+

@@ -12,7 +12,7 @@ import gradio as gr
 
 from engine.errors import InputError
 from engine.registry import allowed_models, check_model_allowed, model_source
-from engine.speech import (MAX_BEAMS, MODES, TIMESTAMPS, Transcript, TranscribeOptions, decode_audio,
+from engine.speech import (MAX_BEAMS, MAX_PROMPT_CHARS, MODES, TIMESTAMPS, Transcript, TranscribeOptions, decode_audio,
                            offers_language, transcribe, whisper_languages)
 from engine.subtitles import SubtitleOptions, clock, write_all
 from engine.urls import URLFetcher
@@ -90,6 +90,9 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
                     beams = gr.Slider(1, MAX_BEAMS, value=1, step=1, precision=0, label="Beams",
                                       info="1 = greedy (fastest); more beams cost time for little gain",
                                       elem_id="speech-beams")
+                prompt = gr.Textbox("", label="Prompt", max_length=MAX_PROMPT_CHARS, elem_id="speech-prompt",
+                                    placeholder="Names and words the speech uses, spelled as you want them",
+                                    info="Whisper only: read before every piece of audio")
             with gr.Accordion("Subtitles", open=False):
                 with gr.Row():
                     line_chars = gr.Slider(0, 120, value=SubtitleOptions.max_line_chars, step=1, precision=0,
@@ -128,7 +131,8 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
                          mode: str = "auto", language: str | None = AUTO_LANGUAGE, task: str = "transcribe",
                          batch_size: int = 8, beams: int = 1, url: str | None = None,
                          line_chars: int = SubtitleOptions.max_line_chars, lines: int = SubtitleOptions.max_lines,
-                         cue_words: int = 0, word_cues: bool = False, progress=gr.Progress(track_tqdm=True)):
+                         cue_words: int = 0, word_cues: bool = False, prompt: str = "",
+                         progress=gr.Progress(track_tqdm=True)):
         """Transcribe speech, with timestamps and subtitle files.
 
         Args:
@@ -145,6 +149,7 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
             lines: at most this many lines per subtitle cue (0: no limit).
             cue_words: at most this many words per cue (0: no limit); word times are computed for it.
             word_cues: one subtitle cue per word (karaoke style); word times are computed for it.
+            prompt: names and words the speech uses, read by Whisper before every piece (at most 1000 characters).
 
         Returns:
             transcript: the text.
@@ -162,9 +167,11 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
         except ValueError as exc:
             raise InputError(f"Subtitle settings: {exc}.") from None
         with upload_or_url(audio, url, fetcher, files.GRADIO_CACHE) as path:
-            return _transcribe(path, model, timestamps, mode, language, task, batch_size, beams, layout, progress)
+            return _transcribe(path, model, timestamps, mode, language, task, batch_size, beams, layout, progress,
+                               prompt or "")
 
-    def _transcribe(path, model_name, timestamps_, mode_, language_, task_, batch_, beams_, layout, progress):
+    def _transcribe(path, model_name, timestamps_, mode_, language_, task_, batch_, beams_, layout, progress,
+                    prompt_=""):
         size_mb = Path(path).stat().st_size / 2**20 if Path(path).is_file() else 0.0
         if size_mb > settings.max_file_mb:
             raise InputError(f"The file is {size_mb:.0f} MB; this server accepts up to {settings.max_file_mb:g} MB.")
@@ -174,7 +181,8 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
         needs_words = timestamps_ != "none" and (layout.word_level or layout.max_words > 0)
         options = TranscribeOptions(
             timestamps="words" if needs_words else timestamps_, mode=mode_, batch_size=min(int(batch_), max_batch), num_beams=int(beams_),
-            language=None if language_ in (None, "", AUTO_LANGUAGE) else language_, task=task_ or "transcribe")
+            language=None if language_ in (None, "", AUTO_LANGUAGE) else language_, task=task_ or "transcribe",
+            prompt=prompt_)
         pipe = get_pipeline(registry, TASK, model_name, progress)
         if pipe.feature_extractor.sampling_rate != RATE:
             samples = decode_audio(path, pipe.feature_extractor.sampling_rate, settings.max_audio_seconds,
@@ -212,7 +220,7 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
         return gr.Row(visible=language_offered(model_name or ""))
 
     transcribing = run.click(transcribe_audio, [audio, model, timestamps, mode, language, task, batch, beams, url,
-                                                line_chars, lines, cue_words, word_cues],
+                                                line_chars, lines, cue_words, word_cues, prompt],
                              [text, segments, files, result_state], api_name="transcribe")
     transcribing.then(
         show, result_state, [info, table, words, result_state], api_name="speech_show", api_visibility="private",
