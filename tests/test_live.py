@@ -112,7 +112,8 @@ def feed_all(session, pipe, audio):
 @needs_espeak
 @pytest.mark.real_model
 def test_utterances_commit_as_they_end_and_never_change(whisper, talk):
-    options = LiveOptions(max_seconds=600)
+    # A pause of 1.2 s commits (the default waits for 2 s or 12 s of audio: context for the model).
+    options = LiveOptions(max_seconds=600, long_pause_s=1.2, min_commit_s=8.0)
     session = LiveSession(options=options)
     seen = feed_all(session, whisper, np.concatenate([talk.audio, np.zeros(2 * RATE, np.float32)]))  # then a pause
     texts = [text for text, _, _ in seen]

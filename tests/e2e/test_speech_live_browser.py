@@ -21,6 +21,7 @@ TRAILING_S = 6.0  # silence after the speech, so the fake microphone's loop does
 # "Within a few seconds": what the shared 2-core machine manages under its colleagues' load (bench/README.md
 # has the figures on two dedicated cores).
 MAX_DELAY_S = 8.0
+KEY_WORDS = ("afternoon", "station", "storm")  # one word of each of TALK_SENTENCES, in order
 
 
 def mic_wav(folder) -> tuple:
@@ -60,13 +61,15 @@ def test_speak_and_read_along_then_stop_for_the_downloads(mic_page, capsys):
     page.locator("#speech-live-audio button.record-button").wait_for(timeout=30_000)
     page.locator("#speech-live-audio button.record-button").click()
     started = time.monotonic()
-    appeared: dict[int, float] = {}  # committed line count -> seconds after Record
+    appeared: dict[int, float] = {}  # sentence -> seconds after Record when its word was first on screen
     seen: list[str] = []
     while time.monotonic() - started < speech.duration + 4:
-        committed = [line for line in lines_of(box.input_value()) if not line.endswith("…")]
+        shown = box.input_value()
+        for i, word in enumerate(KEY_WORDS):
+            if i not in appeared and word in shown.lower():
+                appeared[i] = time.monotonic() - started  # in the open line or a committed one
+        committed = [line for line in lines_of(shown) if not line.endswith("…")]
         if len(committed) > len(seen):
-            for i in range(len(seen), len(committed)):
-                appeared[i] = time.monotonic() - started
             assert committed[:len(seen)] == seen  # committed lines never change
             seen = committed
         time.sleep(0.1)
@@ -79,7 +82,8 @@ def test_speak_and_read_along_then_stop_for_the_downloads(mic_page, capsys):
     file_text = transcribe(registry.get("automatic-speech-recognition"), speech.audio, TranscribeOptions()).text
     reference = " ".join(TALK_SENTENCES)
     live_wer, file_wer = wer(reference, live_text), wer(reference, file_text)
-    # Each sentence's line appears within MAX_DELAY_S of the moment it was said (microphone start ~ Record).
+    # Each sentence's words are on screen within MAX_DELAY_S of the moment it was said (microphone start
+    # ~ Record): first in the open line, committed later (a commit waits for 12 s of audio or a 2 s pause).
     delays = [appeared[i] - end for i, end in enumerate(speech.ends) if i in appeared]
     with capsys.disabled():
         print(f"\n[live] WER live {live_wer:.1%} vs file {file_wer:.1%}; sentence end -> line shown: "
@@ -90,8 +94,8 @@ def test_speak_and_read_along_then_stop_for_the_downloads(mic_page, capsys):
     # saturated (the status counts what arrived); 18.75% (6 words) was seen in a full-suite run, so the
     # bound is 7 words over file mode's: still far from what a broken stream gives (most words missing).
     assert live_wer <= file_wer + 0.22, final
-    assert len(seen) >= len(TALK_SENTENCES) - 1, "the sentences were shown while the microphone played"
-    assert delays and max(delays) <= MAX_DELAY_S
+    assert len(seen) >= 1, "sentences were committed while the microphone played"
+    assert len(delays) >= len(TALK_SENTENCES) - 1 and max(delays) <= MAX_DELAY_S
     starts = [float(line[1:].split("]")[0].split(":")[1]) for line in final]
     assert 0 < starts[0] <= speech.starts[0] + 0.5  # from the start of the recording, less what was dropped
 
