@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, what, v in (("vad_torchscript", "VAD alone: silero TorchScript, one frame per call",
                            SileroVad(sequence=False)),
                           ("vad_onnx_1thread", "VAD alone: silero sequence ONNX, one thread", SileroVad(threads=1)),
+                          ("vad_onnx_8threads", "VAD alone: 8 threads (the app's cap before)", SileroVad(threads=8)),
                           ("vad_onnx_threads", f"VAD alone: as the app, {vad.threads} threads", vad)):
         found = bench.measure(name, what, lambda: speech_chunks(audio, RATE, vad=v))
         if found is not None:
