@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, ROOT, machine, write_result  # noqa: E402
 from bench.speech_audio import RATE, recording, sentence_starts, wer  # noqa: E402
 
-ROWS = "app_default,fw_batched,fw_sequential,app_fp32"
+ROWS = "app_default,fw_batched,fw_sequential,app_int8"
 ONCE = "raw_ts,raw_nots"
 
 

@@ -25,7 +25,7 @@ STEPS = {
     "overhead": ("overhead.py", [], ["--calls", "5"]),
     "registry": ("registry_bench.py", [], []),
     "startup": ("startup.py", [], ["--starts", "1"]),
-    "long_audio_cpu": ("long_audio_cpu.py", ["--cold"], ["--seconds", "40", "--rounds", "1", "--rows", "app_default,app_fp32", "--once", ""]),
+    "long_audio_cpu": ("long_audio_cpu.py", ["--cold"], ["--seconds", "40", "--rounds", "1", "--rows", "app_default,app_int8", "--once", ""]),
     "batching": ("batching.py", ["--requests", "3"], ["--models", "tiny", "--requests", "1", "--rounds", "1"]),
     "load": ("load.py", ["--rounds", "2"], ["--users", "3", "--requests", "3", "--duration", "15", "--asr", "tiny",
                              "--invalid-share", "0.25", "--variants", "default", "--rounds", "1"]),

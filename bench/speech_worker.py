@@ -90,9 +90,8 @@ def faster_whisper(batched: bool, beam_size: int):
 
 
 CONFIGS = {
-    "app_default": (lambda: app({"int8": True}), "engine.speech.transcribe, the Speech tab's defaults (vad, batch 8) "
-                                                  "with int8=True (--speech-int8; the default when this was recorded)"),
-    "app_fp32": (lambda: app({"int8": False}), "the same with int8=False (float32 weights: today's default)"),
+    "app_default": (lambda: app({}), "engine.speech.transcribe, the Speech tab's defaults (vad, batch 8, float32)"),
+    "app_int8": (lambda: app({"int8": True}), "the same with int8 weights (--speech-int8)"),
     "app_pipeline_batches": (lambda: app({"decoding": "pipeline", "int8": False}),
                              "vad chunks, the transformers pipeline per batch of 8 (decoding='pipeline')"),
     "raw_ts": (lambda: raw(True), "pipeline(chunk_length_s=30, batch_size=8, return_timestamps=True, greedy)"),

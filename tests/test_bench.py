@@ -68,13 +68,13 @@ def test_long_audio_bench_times_each_row_in_its_own_warmed_process(tmp_path):
 
     if not WHISPER_TINY_EN.is_dir():
         pytest.skip("needs ../shared/models/whisper-tiny.en")
-    result = long_audio_cpu.main(["--seconds", "35", "--rounds", "1", "--rows", "app_default,app_fp32",
+    result = long_audio_cpu.main(["--seconds", "35", "--rounds", "1", "--rows", "app_default,app_int8",
                                   "--once", "raw_nots", "--out-dir", str(tmp_path)])
     runs = result["runs"]
-    assert [r["config"] for r in runs] == ["app_default", "app_fp32", "raw_nots"]
+    assert [r["config"] for r in runs] == ["app_default", "app_int8", "raw_nots"]
     assert all("error" not in r and r["wall_s"] > 0 and r["warm_s"] > 0 and 0 <= r["wer"] < 0.5 for r in runs), runs
     assert runs[0]["median_start_error_s"] < 0.5 and runs[2]["median_start_error_s"] is None  # no timestamps
-    assert set(result["summary"]) == {"app_default", "app_fp32", "raw_nots"}
+    assert set(result["summary"]) == {"app_default", "app_int8", "raw_nots"}
 
 
 @needs_espeak
