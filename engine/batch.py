@@ -125,15 +125,10 @@ def transcribe_many(pipe, audios: Sequence[np.ndarray], options: TranscribeOptio
         found, ranges = ([], []) if is_silent(audio) else speech_regions_and_chunks(audio, rate, max_chunk_s=window)
         plans.append((duration, notes, call, level, found, ranges, len(chunks), is_silent(audio)))
         chunks += [audio[s:e] for s, e in ranges]
-    if progress:  # in seconds of audio, as transcribe_chunks reports it (it moves inside a batch)
-        progress(0, sum(c.shape[0] for c in chunks) / rate)
     call = next((p[2] for p in plans), {})  # the same for every file: it depends on the options alone in vad mode
-    from engine.whisper_batch import transcribe_chunks
-
-    outputs = transcribe_chunks(pipe, chunks, batch_size=options.batch_size,
-                                return_timestamps=call.get("return_timestamps", False),
-                                generate_kwargs=call.get("generate_kwargs"), progress=progress,
-                                should_stop=should_stop) if chunks else []
+    # As one file's chunks go: the fast path or the pipeline, --speech-int8, the batch from free GPU memory.
+    outputs = speech._run_chunks(pipe, chunks, call, options.batch_size, progress, should_stop,
+                                 options) if chunks else []
     language = speech._language(pipe, options)
     results = []
     for duration, notes, _, level, found, ranges, first, silent in plans:

@@ -84,10 +84,13 @@ def test_files_share_batches_and_each_gets_what_transcribe_gives_it(whisper, mon
     calls, steps = [], []
     real = whisper_batch.transcribe_chunks
     monkeypatch.setattr(whisper_batch, "transcribe_chunks",
-                        lambda pipe, chunks, **kw: calls.append(len(chunks)) or real(pipe, chunks, **kw))
+                        lambda pipe, chunks, **kw: calls.append((len(chunks), kw["options"].int8))
+                        or real(pipe, chunks, **kw))
     options = TranscribeOptions(mode="vad", batch_size=8)
     many = transcribe_many(whisper, audios, options, progress=lambda done, total: steps.append((done, total)))
-    assert calls == [3]  # one call, one batch holding all three files
+    assert calls == [(3, False)]  # one call, one batch holding all three files
+    transcribe_many(whisper, audios[:1], TranscribeOptions(mode="vad", int8=True))
+    assert calls[-1] == (1, True)  # the speed levers (--speech-int8, the GPU batch) reach shared batches too
     total = steps[0][1]  # seconds of audio in the chunks, reported as they are decoded
     assert steps[0] == (0, total) and steps[-1] == pytest.approx((total, total)) and total > 6
     assert [d for d, _ in steps] == sorted(d for d, _ in steps)
