@@ -179,17 +179,22 @@ def transcribe(pipe, audio: np.ndarray, options: TranscribeOptions = TranscribeO
         if mode == "chunked":
             call = {**call, "chunk_length_s": window, "batch_size": options.batch_size}
             rows = min(options.batch_size, _window_count(duration, window))
-        if pipe.model.can_generate():
-            def on_step(steps: int) -> None:  # the pipeline decodes `rows` windows at once
-                meter.reach(0, steps * rows * TOKEN_SECONDS)
-                meter.report()
+        if mode == "sequential" and duration <= window:
+            # One window: decoded as one vad chunk (engine.whisper_batch where it applies: the pipeline's
+            # tokens without generate's per-step overhead; else the pipeline itself), progress and Stop included.
+            outputs = _run_chunks(pipe, [audio], call, 1, progress, should_stop, options)
+        else:
+            if pipe.model.can_generate():
+                def on_step(steps: int) -> None:  # the pipeline decodes `rows` windows at once
+                    meter.reach(0, steps * rows * TOKEN_SECONDS)
+                    meter.report()
 
-            generate = dict(call.get("generate_kwargs") or {})
-            generate["logits_processor"] = [*(generate.get("logits_processor") or ()),
-                                            StepWatch(should_stop, on_step if progress else None)]
-            call = {**call, "generate_kwargs": generate}
-        check_stop(should_stop)
-        outputs = [pipe(audio.copy(), **call)]
+                generate = dict(call.get("generate_kwargs") or {})
+                generate["logits_processor"] = [*(generate.get("logits_processor") or ()),
+                                                StepWatch(should_stop, on_step if progress else None)]
+                call = {**call, "generate_kwargs": generate}
+            check_stop(should_stop)
+            outputs = [pipe(audio.copy(), **call)]
         meter.finish([0])
         starts, ends = [0.0], [duration]
     text = " ".join(t for t in (str(o.get("text", "")).strip() for o in outputs) if t)

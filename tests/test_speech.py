@@ -190,7 +190,9 @@ class GenerateSpy:
 def test_multilingual_whisper_language_and_task_reach_generate(pipes, noise, language, task):
     pipe = pipes["whisper"]
     with GenerateSpy(pipe.model) as spy:
-        result = transcribe(pipe, noise, TranscribeOptions(timestamps="segments", language=language, task=task))
+        # decoding="pipeline": what reaches generate (the fast path takes the same options: test_whisper_batch)
+        result = transcribe(pipe, noise, TranscribeOptions(timestamps="segments", language=language, task=task,
+                                                           decoding="pipeline"))
     (call,) = spy.calls
     assert call["task"] == task and call.get("language") == language
     assert call["num_beams"] == 1 and call["return_timestamps"] is True
@@ -209,7 +211,7 @@ def test_generate_kwargs_and_beams_are_passed_on(pipes, noise):
 def test_english_only_whisper_ignores_language_with_a_note(pipes, noise):
     pipe = pipes["whisper_en"]
     with GenerateSpy(pipe.model) as spy:
-        result = transcribe(pipe, noise, TranscribeOptions(language="de", task="translate"))
+        result = transcribe(pipe, noise, TranscribeOptions(language="de", task="translate", decoding="pipeline"))
     assert "language" not in spy.calls[0] and "task" not in spy.calls[0]
     assert result.language == "en" and "English-only" in result.note
 
