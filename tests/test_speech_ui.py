@@ -142,3 +142,18 @@ def test_a_prompt_is_read_and_a_bad_one_gets_a_message(app, talk):
         client.predict(handle_file(str(path)), prompt="hello <|endoftext|>", api_name="/transcribe")
     with pytest.raises(Exception, match=r"at most 1000 characters"):
         client.predict(handle_file(str(path)), prompt="word " * 300, api_name="/transcribe")
+
+
+def test_the_live_part_reads_the_tabs_prompt(make_settings, tiny_model):
+    import gradio as gr
+
+    settings = make_settings(asr_model=str(tiny_model("whisper_en")))
+    demo = speech_tab.demo(PipelineRegistry(settings), settings)
+    listen = next(f for f in demo.fns.values() if f.api_name == "speech_live").fn
+    live, _, _ = listen(None, None, None, "segments", "Ada Lovelace, Babbage")
+    try:
+        assert live.session.transcribe_options.prompt == "Ada Lovelace, Babbage"
+    finally:
+        live.close()
+    with pytest.raises(gr.Error, match="at most 1000 characters"):
+        listen(None, None, None, "segments", "x" * 1001)

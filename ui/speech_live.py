@@ -60,7 +60,7 @@ def live_status(session: LiveSession, stopped: bool = False, backlog: float = 0.
     return f"{text}\n\n{session.note}" if session.note else text
 
 
-def build_live(registry, settings, model: gr.Dropdown, timestamps: gr.Radio) -> None:
+def build_live(registry, settings, model: gr.Dropdown, timestamps: gr.Radio, prompt: gr.Textbox | None = None) -> None:
     """Components and events of the Live part; `model` and `timestamps` are the tab's own pickers."""
     if on_zerogpu():
         # Live decoding runs on worker threads for as long as someone speaks; ZeroGPU lends a GPU only
@@ -90,7 +90,7 @@ def build_live(registry, settings, model: gr.Dropdown, timestamps: gr.Radio) -> 
                                 elem_id="speech-live-files")
     state = gr.State(None, time_to_live=IDLE_HOURS * 3600, delete_callback=lambda live: live and live.close())
 
-    def new_stream(model_name: str | None, timestamps_: str) -> LiveStream:
+    def new_stream(model_name: str | None, timestamps_: str, prompt_: str = "") -> LiveStream:
         model_name = model_name or model.value
         check_model_allowed(TASK, model_name, settings)
         # A page closed without Stop keeps its state until Gradio deletes it: only streams that sent
@@ -108,7 +108,8 @@ def build_live(registry, settings, model: gr.Dropdown, timestamps: gr.Radio) -> 
                                  "choose a Whisper or CTC (wav2vec2) model.")
             return pipeline
 
-        session = LiveSession(options=options, transcribe_options=TranscribeOptions(timestamps=timestamps_ or "segments"))
+        session = LiveSession(options=options, transcribe_options=TranscribeOptions(
+            timestamps=timestamps_ or "segments", prompt=prompt_ or ""))
         stream = LiveStream(session, pipe, workers)
         workers.submit(pipe)  # the model loads (first use) while the visitor starts speaking
         open_streams.add(stream)
@@ -121,12 +122,12 @@ def build_live(registry, settings, model: gr.Dropdown, timestamps: gr.Radio) -> 
 
     @user_errors
     def listen(chunk: str | None, live: LiveStream | None, model_name: str | None = None,
-               timestamps_: str = "segments"):
+               timestamps_: str = "segments", prompt_: str = ""):
         """Queue one chunk of the microphone's stream; the transcript so far. Internal to the page."""
         try:
             if live is not None and live.session.closed:  # a chunk that came after Stop: the text is final
                 return gr.skip(), gr.skip(), gr.skip()
-            live = live or new_stream(model_name, timestamps_)
+            live = live or new_stream(model_name, timestamps_, prompt_)
             if chunk and not is_uploaded(chunk, mic.GRADIO_CACHE):  # the front door checks this too
                 raise gr.Error(NOT_UPLOADED, print_exception=False)
             if chunk:
@@ -153,7 +154,7 @@ def build_live(registry, settings, model: gr.Dropdown, timestamps: gr.Radio) -> 
     mic.start_recording(start, None, [state, text, files, status], api_name="speech_live_start",
                         api_visibility="private", queue=False)
     # concurrency_limit=None: a stream event lasts as long as its recording, and only queues audio.
-    mic.stream(listen, [mic, state, model, timestamps], [state, text, status], stream_every=STREAM_EVERY_S,
+    mic.stream(listen, [mic, state, model, timestamps, *([prompt] if prompt is not None else [])], [state, text, status], stream_every=STREAM_EVERY_S,
                time_limit=int(settings.max_audio_seconds) + 60, concurrency_limit=None, api_name="speech_live",
                api_visibility="private", show_progress="hidden")
     mic.stop_recording(stop, state, [state, text, files, status], api_name="speech_live_stop",

@@ -228,7 +228,7 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
     stop.click(None, cancels=[transcribing], api_name="speech_stop", api_visibility="private")
     model.change(language_visible, model, language_row, api_name="speech_language_options",
                  api_visibility="private", queue=False)
-    build_live(registry, settings, model, timestamps)
+    build_live(registry, settings, model, timestamps, prompt)
     build_many(registry, settings, model, timestamps, language, task, batch, beams)
 
 
