@@ -98,8 +98,7 @@ def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8
                       return_timestamps: bool | str = False, generate_kwargs: dict | None = None,
                       progress: Progress | None = None,
                       options: DecodeOptions = DecodeOptions(),
-                      should_stop: ShouldStop | None = None,
-                      prompt_ids: Sequence[int] = ()) -> list[dict]:
+                      should_stop: ShouldStop | None = None) -> list[dict]:
     """Transcribe 16 kHz mono chunks (each at most 30 s) with a Whisper pipeline.
 
     Returns one dict per chunk shaped like the ASR pipeline's output: {"text"} plus,
@@ -108,25 +107,22 @@ def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8
     and after it. should_stop() is asked before each batch and each decoding step; once it
     says yes, Cancelled is raised.
 
-    prompt_ids: text tokens (no special tokens) put before every chunk, as generate's prompt_ids
-    (words and names the speech uses); generate's own form of it (<|startofprev|> first) may come in
-    generate_kwargs["prompt_ids"] instead. Either way the tokens are the pipeline's with it (tested).
+    generate_kwargs["prompt_ids"] (generate's form: <|startofprev|> and text tokens) is put before every
+    chunk; the tokens are the pipeline's with it (tested).
     """
     generate_kwargs = {**getattr(pipe, "_generate_kwargs", {}), **(generate_kwargs or {})}
     chunks = list(chunks)
-    if "prompt_ids" in generate_kwargs and fast_path_applies(pipe, chunks, return_timestamps,
-                                                             {k: v for k, v in generate_kwargs.items()
-                                                              if k != "prompt_ids"}):
-        given = [int(t) for t in generate_kwargs.pop("prompt_ids")]  # generate's form: <|startofprev|> first
-        prompt_ids = [*prompt_ids, *given[1:]]
     if not chunks:
         return []
     batch_size = max(1, int(batch_size))
     rate = pipe.feature_extractor.sampling_rate
     meter = AudioMeter([len(c) / rate for c in chunks], progress)
-    if not fast_path_applies(pipe, chunks, return_timestamps, generate_kwargs):
+    rest = {k: v for k, v in generate_kwargs.items() if k != "prompt_ids"}  # the fast path reads a prompt itself
+    if not fast_path_applies(pipe, chunks, return_timestamps, rest):
         return _pipeline_path(pipe, chunks, batch_size, return_timestamps, generate_kwargs, progress,
                               should_stop)
+    prompt = [int(t) for t in generate_kwargs.get("prompt_ids", ())]
+    generate_kwargs = rest
     model = pipe.model
     if options.int8:
         from engine.speech_speed import int8_applies, int8_model
@@ -135,10 +131,6 @@ def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8
     plan = _Plan.build(model, bool(return_timestamps), generate_kwargs)
     time_precision = pipe.feature_extractor.chunk_length / model.config.max_source_positions
     frame_s = pipe.feature_extractor.hop_length / rate
-    prev_sot = pipe.tokenizer.convert_tokens_to_ids("<|startofprev|>")
-    if prompt_ids and not isinstance(prev_sot, int):
-        raise ValueError("this Whisper tokenizer has no <|startofprev|> token, so it can't take a prompt")
-    prompts = [list(prompt_ids)] * len(chunks) if prompt_ids else None
     out: list[dict] = []
     with torch.inference_mode():
         for start in range(0, len(chunks), batch_size):
@@ -153,8 +145,7 @@ def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8
                 meter.report()
 
             for ids in _decode_features(model, features.to(model.device, model.dtype), plan, options,
-                                        should_stop, reached if progress is not None else None,
-                                        prompts and prompts[start:start + len(batch)], prev_sot):
+                                        should_stop, reached if progress is not None else None, prompt):
                 out.append(_to_output(pipe.tokenizer, ids, plan, bool(return_timestamps), time_precision))
             meter.finish(range(start, start + len(batch)))
     return out
@@ -338,8 +329,7 @@ def _language_id(gc, language: str) -> int:
 class _StaticDecoder:
     """One Whisper decoder step over preallocated self-attention and cross-attention caches."""
 
-    def __init__(self, model, encoded: torch.Tensor, max_len: int, attention: str,
-                 offset: torch.Tensor | None = None):
+    def __init__(self, model, encoded: torch.Tensor, max_len: int, attention: str):
         self.model = model
         self.dec = model.get_decoder()
         cfg = model.config
@@ -354,10 +344,6 @@ class _StaticDecoder:
         self.keys = encoded.new_zeros(shape)
         self.values = encoded.new_zeros(shape)
         self.positions = torch.arange(max_len, device=encoded.device)
-        # Rows with shorter prompts are padded on the left: row r's tokens start at column offset[r] of the
-        # cache, its positions count from there and the columns before it are never attended to.
-        self.offset = offset if offset is not None else torch.zeros(self.batch, dtype=torch.long,
-                                                                     device=encoded.device)
         self.scale = float(getattr(self.dec, "embed_scale", 1.0) or 1.0)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
@@ -374,22 +360,19 @@ class _StaticDecoder:
     def step(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Logits (float32) for the next token after `tokens` at cache column `pos` (a 0-d tensor)."""
         at = pos.view(1)
-        mask = (self.positions <= pos)[None, :] & (self.positions[None, :] >= self.offset[:, None])
-        return self._forward(tokens[:, None], at, at[None, :] - self.offset[:, None], mask[:, None, None, :])
+        return self._forward(tokens[:, None], at, (self.positions <= pos)[None, :])
 
     def prefill(self, tokens: torch.Tensor) -> torch.Tensor:
         """Run tokens [batch, n] (columns 0..n-1) in one pass; logits (float32) after the last one."""
         n = tokens.shape[1]
         cols = self.positions[:n]
-        mask = (cols[None, :, None] >= cols[None, None, :]) & (cols[None, None, :] >= self.offset[:, None, None])
-        mask = mask | torch.eye(n, dtype=torch.bool, device=tokens.device)  # padding rows see themselves
-        return self._forward(tokens, cols, cols[None, :] - self.offset[:, None], mask[:, None], n)
+        return self._forward(tokens, cols, cols[:, None] >= cols[None, :], n)
 
-    def _forward(self, tokens: torch.Tensor, cols: torch.Tensor, pos_ids: torch.Tensor, mask: torch.Tensor,
+    def _forward(self, tokens: torch.Tensor, cols: torch.Tensor, mask: torch.Tensor,
                  upto: int | None = None) -> torch.Tensor:
-        """tokens [b, t] written at cache columns `cols`; attention over columns [0, upto or all)."""
+        """tokens [b, t] at positions (cache columns) `cols`; attention over columns [0, upto or all)."""
         dec, b, t = self.dec, self.batch, tokens.shape[1]
-        h = dec.embed_tokens(tokens) * self.scale + dec.embed_positions.weight[pos_ids.clamp(min=0)]
+        h = dec.embed_tokens(tokens) * self.scale + dec.embed_positions.weight.index_select(0, cols)
         for i, layer in enumerate(dec.layers):
             sa = layer.self_attn
             x = layer.self_attn_layer_norm(h)
@@ -448,7 +431,6 @@ class _Loop:
         d = self.decoder
         d.cross = [(k.index_select(0, keep), v.index_select(0, keep)) for k, v in d.cross]
         d.keys, d.values = d.keys.index_select(1, keep), d.values.index_select(1, keep)
-        d.offset = d.offset.index_select(0, keep)
         d.batch = int(keep.numel())
         for name in ("token", "finished", "last_ts", "penult_ts", "ts_last", "out"):
             setattr(self, name, getattr(self, name).index_select(0, keep))
@@ -491,12 +473,12 @@ class _Loop:
 def _decode_features(model, features: torch.Tensor, plan: _Plan, options: DecodeOptions,
                      should_stop: ShouldStop | None = None,
                      reached: Callable[[list[tuple[int, float]]], Any] | None = None,
-                     prompts: Sequence[Sequence[int]] | None = None, prev_sot: int | None = None
-                     ) -> list[list[int]]:
+                     prompt: Sequence[int] = ()) -> list[list[int]]:
     """Token ids per row, running more passes over a window where generate would (see segment_tokens).
 
-    prompts: per row, the tokens to prompt its first pass with (after <|startofprev|>, prev_sot; the
-    last 223, generate's cut-off); later passes over the rest of a window have none, as in generate.
+    prompt (generate's prompt_ids: <|startofprev|> and text) comes before the first pass over each window,
+    cut to its last tokens as generate cuts it; the further passes over what is left of a window have
+    none (generate's prompt_condition_type="first-segment").
     reached([(row, frames)]), when given, hears every _CHECK_EVERY steps how far into its audio
     each row's decoding has got, in feature frames."""
     frames = features.shape[-1]
@@ -516,7 +498,7 @@ def _decode_features(model, features: torch.Tensor, plan: _Plan, options: Decode
             def watch(at: list[float], rows: list[int] = active) -> None:
                 reached([(i, seek[i] + frames) for i, frames in zip(rows, at)])
         rows = _greedy(model, encoder(window).last_hidden_state, plan, options, should_stop, watch, stride,
-                       _pass_prompts(prompts, active, seek, prev_sot, model.config.max_target_positions // 2 - 1))
+                       prompt if all(seek[i] == 0 for i in active) else ())
         still = []
         for i, row in zip(active, rows):
             ids, advance = segment_tokens(row, plan.eos, plan.timestamp_begin, frames - seek[i], stride)
@@ -528,36 +510,25 @@ def _decode_features(model, features: torch.Tensor, plan: _Plan, options: Decode
     return kept
 
 
-def _pass_prompts(prompts, active, seek, prev_sot, room: int) -> list[list[int]] | None:
-    """The prompt of each active row for this pass: its own on a window's first pass, none on the further
-    passes over what is left of it (generate's prompt_condition_type="first-segment"); None: no prompts."""
-    if prompts is None:
-        return None
-    out = [[prev_sot, *list(prompts[i])[-room:]] if seek[i] == 0 and prompts[i] else [] for i in active]
-    return out if any(out) else None
-
-
 def _greedy(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
             should_stop: ShouldStop | None = None, watch: Callable[[list[float]], Any] | None = None,
-            stride: int = 2, prompts: Sequence[Sequence[int]] | None = None) -> list[list[int]]:
+            stride: int = 2, prompt_ids: Sequence[int] = ()) -> list[list[int]]:
     """Generated token ids per row (after the start tokens), pad-filled after end of text.
 
-    prompts, when given, holds per row the tokens put before the start tokens (<|startofprev|> and
-    text, as generate's prompt_ids; empty: none); rows are padded on the left to the longest.
+    prompt_ids: tokens put before the start tokens of every row (generate's prompt_ids: <|startofprev|> and
+    text; its last max_target_positions // 2 - 1 text tokens are kept, as generate keeps them).
     should_stop() is asked before every step (a host-side call: nothing waits for the device);
     watch(frames reached per row) is called every _CHECK_EVERY steps, where the loop looks anyway."""
     dev = encoded.device
     b = encoded.shape[0]
     init = list(plan.init_tokens)
-    prompts = [list(p) for p in prompts] if prompts is not None else [[] for _ in range(b)]
-    longest = max(len(p) for p in prompts)
-    prefix = len(init) + longest
+    room = model.config.max_target_positions // 2 - 1
+    before = [int(prompt_ids[0]), *map(int, prompt_ids[1:][-room:])] if len(prompt_ids) else []
+    prefix = len(before) + len(init)
     steps = min(plan.steps, model.config.max_target_positions - prefix)
-    offset = torch.tensor([longest - len(p) for p in prompts], dtype=torch.long, device=dev)
-    decoder = _StaticDecoder(model, encoded, prefix + steps, options.attention, offset)
-    prompt = torch.tensor([[plan.pad] * (longest - len(p)) + p + [t if t is not None else plan.pad for t in init]
-                           for p in prompts], device=dev)
-    detect = longest + init.index(None) if None in init else None
+    decoder = _StaticDecoder(model, encoded, prefix + steps, options.attention)
+    prompt = torch.tensor([before + [t if t is not None else plan.pad for t in init]] * b, device=dev)
+    detect = len(before) + init.index(None) if None in init else None
     # Everything before the first unknown token (a language to detect) or before the last one, in one pass.
     ready = detect if detect is not None else prefix - 1
     logits = decoder.prefill(prompt[:, :ready]) if ready > 0 else None

@@ -200,21 +200,20 @@ def test_eager_attention_gives_the_same_text(tiny_en):
 
 # --- prompts and conditioning on the previous piece ---------------------------------------------
 
-def test_rows_with_prompts_of_different_lengths_decode_as_each_would_alone(tiny_en):
-    """Left padding: a row's positions count from its own first token and the padding is never read."""
+def test_prompted_rows_decode_in_a_batch_as_each_would_alone(tiny_en):
+    """The prompt is prefilled in one pass over the static cache: each row as it would be alone."""
     model = tiny_en.model
     plan = wb._Plan.build(model, True, {**GREEDY, "max_new_tokens": 12})
     sot_prev = tiny_en.tokenizer.convert_tokens_to_ids("<|startofprev|>")
-    prompts = [[sot_prev, 400, 401, 402, 403, 404], [], [sot_prev, 500]]
+    prompt = [sot_prev, 400, 401, 402, 403, 404]
     with torch.inference_mode():
         feats = log_mel(tiny_en.feature_extractor, [noise(3.0, i) for i in range(3)], "cpu")
         encoded = model.get_encoder()(feats).last_hidden_state
-        together = wb._greedy(model, encoded, plan, DecodeOptions(), prompts=prompts)
-        alone = [wb._greedy(model, encoded[i:i + 1], plan, DecodeOptions(), prompts=[p])[0]
-                 for i, p in enumerate(prompts)]
-        unprompted = wb._greedy(model, encoded[1:2], plan, DecodeOptions())[0]
-    assert together == alone and alone[1] == unprompted
-    assert alone[0] != unprompted or alone[2] != unprompted  # the prompts were read
+        together = wb._greedy(model, encoded, plan, DecodeOptions(), prompt_ids=prompt)
+        alone = [wb._greedy(model, encoded[i:i + 1], plan, DecodeOptions(), prompt_ids=prompt)[0] for i in range(3)]
+        unprompted = wb._greedy(model, encoded, plan, DecodeOptions())
+    assert together == alone
+    assert together != unprompted  # the prompt was read
 
 
 @needs_speech
