@@ -16,7 +16,7 @@ from ui.app import build_app
 PARAMETERS = {
     "/transcribe": ["audio", "model", "timestamps", "mode", "language", "task", "batch_size", "beams", "url",
                     "line_chars", "lines", "cue_words", "word_cues", "prompt"],
-    "/transcribe_many": ["files", "model", "timestamps", "language", "task", "batch_size", "beams"],
+    "/transcribe_many": ["files", "model", "timestamps", "language", "task", "batch_size", "beams", "prompt"],
     "/classify_image": ["image", "model", "top_k", "url"],
     "/classify_images": ["images", "model", "top_k", "urls"],
     "/classify_text": ["text", "labels", "multi_label", "template", "model"],

@@ -47,6 +47,19 @@ def test_many_files_give_each_its_results_and_one_zip(app, tmp_path):
         assert "broken.flac" in zf.read("errors.txt").decode()
 
 
+def test_the_prompt_reaches_every_file(app, tmp_path):
+    client, _ = app
+    first = make_speech(SENTENCES[:2], pauses=[1.0], lead=0.5).write(tmp_path / "a.wav")
+    second = make_speech(SENTENCES[4:5], pauses=[1.0], lead=0.5).write(tmp_path / "b.wav")
+    # Whisper writes in the prompt's style: lower case (names aside) without punctuation.
+    results, _, _ = client.predict([handle_file(str(first)), handle_file(str(second))],
+                                   prompt="hello my friend how are you today i am fine thanks",
+                                   api_name="/transcribe_many")
+    assert all(r["text"] and r["text"][0].islower() and "." not in r["text"] for r in results), results
+    plain, _, _ = client.predict([handle_file(str(first))], api_name="/transcribe_many")
+    assert plain[0]["text"][0].isupper() and "." in plain[0]["text"]
+
+
 def test_more_files_than_max_files_are_refused_before_any_model_loads(tmp_path):
     settings = Settings.from_env(env={}, device="cpu", port=free_port(), asr_model=str(WHISPER_TINY_EN), max_files=2)
     registry = PipelineRegistry(settings)

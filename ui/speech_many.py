@@ -38,7 +38,7 @@ def result_rows(results: list[dict]) -> list[list]:
 
 
 def build_many(registry, settings, model: gr.Dropdown, timestamps: gr.Radio, language: gr.Dropdown,
-               task: gr.Radio, batch: gr.Slider, beams: gr.Slider) -> None:
+               task: gr.Radio, batch: gr.Slider, beams: gr.Slider, prompt: gr.Textbox | None = None) -> None:
     """Components and events of the many-files part; the other arguments are the tab's own pickers."""
     from ui.tabs.speech import segments_json  # the tab's own API shape for segments
 
@@ -71,7 +71,7 @@ def build_many(registry, settings, model: gr.Dropdown, timestamps: gr.Radio, lan
     @user_errors
     def transcribe_many(files: list[str] | None = None, model: str | None = None, timestamps: str = "segments",
                         language: str | None = AUTO_LANGUAGE, task: str = "transcribe", batch_size: int = 8,
-                        beams: int = 1, progress=gr.Progress(track_tqdm=True)):
+                        beams: int = 1, prompt: str = "", progress=gr.Progress(track_tqdm=True)):
         """Transcribe several recordings at once; their chunks share model batches.
 
         Args:
@@ -82,6 +82,7 @@ def build_many(registry, settings, model: gr.Dropdown, timestamps: gr.Radio, lan
             task: 'transcribe', or 'translate' for English text from speech in any language (Whisper only).
             batch_size: chunks run at once, from 1 to the server's --max-batch-size.
             beams: beam-search width from 1 (greedy, fastest) to 8.
+            prompt: names and words the speech uses, read by Whisper before every piece (at most 1000 characters).
 
         Returns:
             results: one entry per file, in order: {file, text, segments, duration, note, error, downloads}; error is
@@ -99,7 +100,8 @@ def build_many(registry, settings, model: gr.Dropdown, timestamps: gr.Radio, lan
         check_model_allowed(TASK, model, settings)
         options = TranscribeOptions(
             timestamps=timestamps, mode="auto", batch_size=min(int(batch_size), max_batch), num_beams=int(beams),
-            language=None if language in (None, "", AUTO_LANGUAGE) else language, task=task or "transcribe")
+            language=None if language in (None, "", AUTO_LANGUAGE) else language, task=task or "transcribe",
+            prompt=prompt or "")
         started = time.perf_counter()
         progress((0, None), desc="Reading the recordings")
         pipe = get_pipeline(registry, TASK, model, progress)
@@ -131,7 +133,8 @@ def build_many(registry, settings, model: gr.Dropdown, timestamps: gr.Radio, lan
             text += f" · **{failed}** could not be: see the table"
         return text, result_rows(rows), None
 
-    running = run.click(transcribe_many, [uploads, model, timestamps, language, task, batch, beams],
+    running = run.click(transcribe_many, [uploads, model, timestamps, language, task, batch, beams,
+                                          *([prompt] if prompt is not None else [])],
                         [results_json, downloads, archive, shown], api_name="transcribe_many")
     running.then(show, shown, [summary, table, shown], api_name="speech_many_show", api_visibility="private",
                  queue=False)

@@ -229,7 +229,7 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
     model.change(language_visible, model, language_row, api_name="speech_language_options",
                  api_visibility="private", queue=False)
     build_live(registry, settings, model, timestamps, prompt)
-    build_many(registry, settings, model, timestamps, language, task, batch, beams)
+    build_many(registry, settings, model, timestamps, language, task, batch, beams, prompt)
 
 
 def demo(registry, settings, fetcher: URLFetcher | None = None) -> gr.Blocks:
