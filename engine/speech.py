@@ -21,6 +21,10 @@ __all__ = ["Word", "Segment", "Transcript", "TranscribeOptions", "decode_audio",
 TIMESTAMPS = ("none", "segments", "words")
 MODES = ("auto", "sequential", "chunked", "vad")
 DECODINGS = ("auto", "pipeline")
+# Where segment times come from: "aligned", the words' times from the model's cross-attention, one decoding
+# pass per window (what faster-whisper's batched pipeline and WhisperX do), snapped to the VAD's speech;
+# "tokens", Whisper's own timestamp tokens (a window that ends on an open segment is decoded again from it).
+SEGMENT_TIMES = ("aligned", "tokens")
 TASKS = ("transcribe", "translate")
 MAX_BEAMS = 8
 MAX_PROMPT_CHARS = 1000  # Whisper reads at most 223 prompt tokens; longer text keeps its end
@@ -83,10 +87,12 @@ class TranscribeOptions:
     auto_batch: bool = True  # on a GPU, batch as many chunks as free memory holds (batch_size the least)
     decoding: str = "auto"  # auto: engine.whisper_batch where it applies | pipeline: the pipeline per batch
     prompt: str = ""  # Whisper: words and names the speech uses (spellings), read before every piece
+    segment_times: str = "aligned"  # aligned | tokens (SEGMENT_TIMES; bench/README.md has both's speed and WER)
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("timestamps", self.timestamps, TIMESTAMPS), ("mode", self.mode, MODES),
-                                     ("task", self.task, TASKS), ("decoding", self.decoding, DECODINGS)):
+                                     ("task", self.task, TASKS), ("decoding", self.decoding, DECODINGS),
+                                     ("segment_times", self.segment_times, SEGMENT_TIMES)):
             if value not in allowed:
                 raise InputError(f"{name} {value!r} is not known; choose one of {', '.join(allowed)}.")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
@@ -222,7 +228,8 @@ def _run_chunks(pipe, chunks: Sequence[np.ndarray], call: Mapping[str, Any], bat
     if progress:
         progress(0.0, sum(len(c) for c in chunks) / pipe.feature_extractor.sampling_rate)
     timestamps, generate = call.get("return_timestamps", False), call.get("generate_kwargs")
-    if options.decoding == "pipeline":
+    if options.decoding == "pipeline" or (timestamps == "word" and options.segment_times == "tokens"):
+        # (The fast path's word times come without timestamp tokens; "tokens" asks for the pipeline's, with them.)
         return _pipeline_path(pipe, chunks, batch_size, timestamps, generate, progress, should_stop)
     decode = _decode_options(pipe, options)
     if options.auto_batch and getattr(pipe, "model", None) is not None:
@@ -269,11 +276,13 @@ def _call_kwargs(pipe, options: TranscribeOptions, mode: str, duration: float, w
     level: str | None = None
     if kind == "seq2seq_whisper":
         gen = pipe.model.generation_config
-        has_heads = getattr(gen, "alignment_heads", None) is not None
+        from engine.whisper_batch import alignment_heads
+
+        has_heads = bool(alignment_heads(pipe.model))
         if want == "words" and not has_heads:
             notes.append("This model has no alignment heads, so it gives segment times, not word times.")
             want = "segments"
-        if want == "words":
+        if want == "words" or (want == "segments" and _aligns(options, mode, duration, window, has_heads)):
             call["return_timestamps"], level = "word", "word"
         elif want == "segments" or (mode == "sequential" and duration > window):
             # Whisper's own long-form decoding needs timestamps even when none are shown.
@@ -299,6 +308,13 @@ def _call_kwargs(pipe, options: TranscribeOptions, mode: str, duration: float, w
         if pipe.model.can_generate():
             call["generate_kwargs"] = {"num_beams": options.num_beams, **options.generate_kwargs}
     return call, level
+
+
+def _aligns(options: TranscribeOptions, mode: str, duration: float, window: float, has_heads: bool) -> bool:
+    """Whether segments come from aligned words: greedy decoding of chunks (vad, or one window) by the fast path."""
+    one_window = mode == "vad" or (mode == "sequential" and duration <= window)
+    return (options.segment_times == "aligned" and has_heads and one_window and options.num_beams == 1
+            and options.decoding == "auto")
 
 
 def prompt_ids(pipe, text: str):

@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--language", default=None, help="a Whisper language code (multilingual models)")
     parser.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
     parser.add_argument("--beams", type=int, default=1, help="beam-search width, 1 = greedy (default)")
+    parser.add_argument("--segment-times", choices=("aligned", "tokens"), default="aligned",
+                        help="aligned (default): one decoding pass per chunk, segment times from the words' "
+                             "alignment and the VAD; tokens: Whisper's timestamp tokens (slower)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_settings_arguments(parser, SETTINGS_FLAGS)
     return parser
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("error: no files found in " + ", ".join(args.inputs))
     try:
         options = TranscribeOptions(timestamps=args.timestamps, batch_size=args.batch_size, num_beams=args.beams,
-                                    language=args.language, task=args.task)
+                                    language=args.language, task=args.task, segment_times=args.segment_times)
         pipe = PipelineRegistry(settings).get(TASK, settings.asr_model)  # the operator's model, or the default
     except (InputError, DeviceError, ModelLoadError) as exc:
         raise SystemExit(f"error: {exc}") from None

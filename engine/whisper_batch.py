@@ -128,7 +128,9 @@ def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8
         from engine.speech_speed import int8_applies, int8_model
 
         model = int8_model(model) if int8_applies(model) else model
-    plan = _Plan.build(model, bool(return_timestamps), generate_kwargs)
+    words = return_timestamps == "word"  # no timestamp tokens: one pass per chunk, words by alignment
+    plan = _Plan.build(model, bool(return_timestamps) and not words, generate_kwargs)
+    heads = alignment_heads(model) if words else ()
     time_precision = pipe.feature_extractor.chunk_length / model.config.max_source_positions
     frame_s = pipe.feature_extractor.hop_length / rate
     out: list[dict] = []
@@ -144,20 +146,28 @@ def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8
                     meter.reach(first + row, frames * frame_s)
                 meter.report()
 
-            for ids in _decode_features(model, features.to(model.device, model.dtype), plan, options,
-                                        should_stop, reached if progress is not None else None, prompt):
-                out.append(_to_output(pipe.tokenizer, ids, plan, bool(return_timestamps), time_precision))
+            times: list | None = [] if words else None
+            lengths = [-(-len(c) // pipe.feature_extractor.hop_length) for c in batch]
+            rows = _decode_features(model, features.to(model.device, model.dtype), plan, options, should_stop,
+                                    reached if progress is not None else None, prompt,
+                                    words=heads, lengths=lengths, word_times=times)
+            for i, ids in enumerate(rows):
+                out.append(_to_output(pipe.tokenizer, ids, plan, return_timestamps, time_precision,
+                                      times[i] if times is not None else None))
             meter.finish(range(start, start + len(batch)))
     return out
 
 
 def fast_path_applies(pipe, chunks: Sequence[np.ndarray], return_timestamps, generate_kwargs: dict) -> bool:
-    """Whether transcribe_chunks can decode these itself (greedy Whisper, no word times)."""
+    """Whether transcribe_chunks can decode these itself (greedy Whisper; word times where the model has
+    alignment heads)."""
     model = getattr(pipe, "model", None)
     config = getattr(model, "config", None)
     if getattr(config, "model_type", None) != "whisper" or getattr(pipe, "feature_extractor", None) is None:
         return False
-    if return_timestamps not in (True, False, None):
+    if return_timestamps not in (True, False, None, "word"):
+        return False
+    if return_timestamps == "word" and not alignment_heads(model):
         return False
     if set(generate_kwargs) - FAST_KWARGS:
         return False
@@ -165,6 +175,14 @@ def fast_path_applies(pipe, chunks: Sequence[np.ndarray], return_timestamps, gen
         return False
     n_samples = pipe.feature_extractor.n_samples
     return all(len(c) <= n_samples for c in chunks)
+
+
+def alignment_heads(model) -> tuple[tuple[int, int], ...]:
+    """The (decoder layer, head) pairs whose cross-attention follows the speech (generation config)."""
+    heads = getattr(model.generation_config, "alignment_heads", None) or ()
+    layers, per_layer = model.config.decoder_layers, model.config.decoder_attention_heads
+    pairs = tuple((int(layer), int(head)) for layer, head in heads)
+    return pairs if pairs and all(0 <= l < layers and 0 <= h < per_layer for l, h in pairs) else ()
 
 
 def _default_num_beams(pipe) -> int:
@@ -329,7 +347,8 @@ def _language_id(gc, language: str) -> int:
 class _StaticDecoder:
     """One Whisper decoder step over preallocated self-attention and cross-attention caches."""
 
-    def __init__(self, model, encoded: torch.Tensor, max_len: int, attention: str):
+    def __init__(self, model, encoded: torch.Tensor, max_len: int, attention: str,
+                 cross: list[tuple[torch.Tensor, torch.Tensor]] | None = None):
         self.model = model
         self.dec = model.get_decoder()
         cfg = model.config
@@ -338,8 +357,8 @@ class _StaticDecoder:
         self.dim = cfg.d_model
         self.head_dim = self.dim // self.heads
         self.attention = attention
-        self.cross = [(self._split(layer.encoder_attn.k_proj(encoded)), self._split(layer.encoder_attn.v_proj(encoded)))
-                      for layer in self.dec.layers]
+        self.cross = cross or [(self._split(layer.encoder_attn.k_proj(encoded)),
+                                self._split(layer.encoder_attn.v_proj(encoded))) for layer in self.dec.layers]
         shape = (len(self.dec.layers), self.batch, self.heads, max_len, self.head_dim)
         self.keys = encoded.new_zeros(shape)
         self.values = encoded.new_zeros(shape)
@@ -368,9 +387,20 @@ class _StaticDecoder:
         cols = self.positions[:n]
         return self._forward(tokens, cols, cols[:, None] >= cols[None, :], n)
 
+    def cross_weights(self, tokens: torch.Tensor, heads: Sequence[tuple[int, int]]) -> torch.Tensor:
+        """Cross-attention weights [batch, len(heads), n, frames] of the (layer, head) pairs `heads`
+        while reading tokens [batch, n] (columns 0..n-1), each row attending to the tokens before it."""
+        n = tokens.shape[1]
+        cols = self.positions[:n]
+        found: dict[tuple[int, int], torch.Tensor] = {}
+        self._forward(tokens, cols, cols[:, None] >= cols[None, :], n, heads=tuple(heads), found=found)
+        return torch.stack([found[h] for h in heads], dim=1)
+
     def _forward(self, tokens: torch.Tensor, cols: torch.Tensor, mask: torch.Tensor,
-                 upto: int | None = None) -> torch.Tensor:
-        """tokens [b, t] at positions (cache columns) `cols`; attention over columns [0, upto or all)."""
+                 upto: int | None = None, heads: tuple[tuple[int, int], ...] = (),
+                 found: dict | None = None) -> torch.Tensor:
+        """tokens [b, t] at positions (cache columns) `cols`; attention over columns [0, upto or all).
+        With `heads`, the softmax weights of those (layer, head) cross-attentions go into `found`."""
         dec, b, t = self.dec, self.batch, tokens.shape[1]
         h = dec.embed_tokens(tokens) * self.scale + dec.embed_positions.weight.index_select(0, cols)
         for i, layer in enumerate(dec.layers):
@@ -387,6 +417,11 @@ class _StaticDecoder:
             x = layer.encoder_attn_layer_norm(h)
             q = ca.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
             a = self._attend(q, *self.cross[i])
+            for layer_head in heads:
+                if layer_head[0] == i and found is not None:
+                    k = self.cross[i][0][:, layer_head[1]]
+                    found[layer_head] = ((q[:, layer_head[1]].float() @ k.float().transpose(-1, -2))
+                                         * self.head_dim ** -0.5).softmax(dim=-1)
             h = h + ca.out_proj(a.transpose(1, 2).reshape(b, t, self.dim))
             x = layer.final_layer_norm(h)
             h = h + layer.fc2(layer.activation_fn(layer.fc1(x)))
@@ -473,14 +508,17 @@ class _Loop:
 def _decode_features(model, features: torch.Tensor, plan: _Plan, options: DecodeOptions,
                      should_stop: ShouldStop | None = None,
                      reached: Callable[[list[tuple[int, float]]], Any] | None = None,
-                     prompt: Sequence[int] = ()) -> list[list[int]]:
+                     prompt: Sequence[int] = (), words: Sequence[tuple[int, int]] = (),
+                     lengths: Sequence[int] = (), word_times: list | None = None) -> list[list[int]]:
     """Token ids per row, running more passes over a window where generate would (see segment_tokens).
 
     prompt (generate's prompt_ids: <|startofprev|> and text) comes before the first pass over each window,
     cut to its last tokens as generate cuts it; the further passes over what is left of a window have
     none (generate's prompt_condition_type="first-segment").
     reached([(row, frames)]), when given, hears every _CHECK_EVERY steps how far into its audio
-    each row's decoding has got, in feature frames."""
+    each row's decoding has got, in feature frames.
+    words (alignment heads), with plan.timestamps off: one pass per window, and word_times receives per row
+    the (start, end) seconds of its text tokens (engine.whisper_align); lengths: each row's feature frames."""
     frames = features.shape[-1]
     encoder = model.get_encoder()
     stride = encoder.conv1.stride[0] * encoder.conv2.stride[0]
@@ -497,8 +535,11 @@ def _decode_features(model, features: torch.Tensor, plan: _Plan, options: Decode
         if reached is not None:
             def watch(at: list[float], rows: list[int] = active) -> None:
                 reached([(i, seek[i] + frames) for i, frames in zip(rows, at)])
+        align = None
+        if words and not plan.timestamps:
+            align = (words, [max(1, (lengths[i] if lengths else frames) // stride) for i in active], word_times)
         rows = _greedy(model, encoder(window).last_hidden_state, plan, options, should_stop, watch, stride,
-                       prompt if all(seek[i] == 0 for i in active) else ())
+                       prompt if all(seek[i] == 0 for i in active) else (), align)
         still = []
         for i, row in zip(active, rows):
             ids, advance = segment_tokens(row, plan.eos, plan.timestamp_begin, frames - seek[i], stride)
@@ -512,13 +553,16 @@ def _decode_features(model, features: torch.Tensor, plan: _Plan, options: Decode
 
 def _greedy(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
             should_stop: ShouldStop | None = None, watch: Callable[[list[float]], Any] | None = None,
-            stride: int = 2, prompt_ids: Sequence[int] = ()) -> list[list[int]]:
+            stride: int = 2, prompt_ids: Sequence[int] = (),
+            align: tuple[Sequence[tuple[int, int]], Sequence[int], list] | None = None) -> list[list[int]]:
     """Generated token ids per row (after the start tokens), pad-filled after end of text.
 
     prompt_ids: tokens put before the start tokens of every row (generate's prompt_ids: <|startofprev|> and
     text; its last max_target_positions // 2 - 1 text tokens are kept, as generate keeps them).
     should_stop() is asked before every step (a host-side call: nothing waits for the device);
-    watch(frames reached per row) is called every _CHECK_EVERY steps, where the loop looks anyway."""
+    watch(frames reached per row) is called every _CHECK_EVERY steps, where the loop looks anyway.
+    align = (alignment heads, encoder frames of real audio per row, a list): the list receives per row
+    the (start, end) seconds of each text token, from the cross-attention of one more decoder pass."""
     dev = encoded.device
     b = encoded.shape[0]
     init = list(plan.init_tokens)
@@ -539,6 +583,7 @@ def _greedy(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
             prompt[:, i] = logits.masked_fill(~allowed, float("-inf")).argmax(dim=-1)
         if i < prefix - 1:
             logits = decoder.step(prompt[:, i], torch.tensor(i, device=dev))
+    cross = decoder.cross  # dropping ended rows replaces the list; the alignment pass reads every row's
     loop = _Loop(decoder, replace(plan, steps=steps), prefix - 1, prompt[:, -1])
     run = loop.step
     if options.cuda_graph and dev.type == "cuda":
@@ -573,7 +618,29 @@ def _greedy(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
                 loop.keep_rows(keep)
     if drop:
         done_out[rows] = loop.out
-    return done_out.cpu().tolist()
+    out = done_out.cpu().tolist()
+    if align is not None:
+        heads, frames_per_row, times = align
+        times.extend(_token_times(model, encoded, cross, prompt, out, plan, heads, frames_per_row, options))
+    return out
+
+
+def _token_times(model, encoded, cross, prompt: torch.Tensor, rows: list[list[int]], plan: _Plan,
+                 heads: Sequence[tuple[int, int]], frames: Sequence[int], options: DecodeOptions) -> list:
+    """(start, end) seconds of every text token of each row: the alignment heads' cross-attention over one
+    teacher-forced pass (the prompt, the start tokens, the text), warped onto the row's real frames."""
+    from engine.whisper_align import token_times
+
+    counts = [row.index(plan.eos) if plan.eos in row else len(row) for row in rows]
+    prefix = prompt.shape[1]
+    longest = max(counts) if counts else 0
+    text = torch.tensor([row[:longest] + [plan.pad] * (longest - len(row[:longest])) for row in rows],
+                        dtype=torch.long, device=prompt.device)
+    tokens = torch.cat([prompt, text], dim=1)[:, : model.config.max_target_positions]
+    decoder = _StaticDecoder(model, encoded, tokens.shape[1], options.attention, cross=cross)
+    weights = decoder.cross_weights(tokens, heads)[:, :, prefix - 1:]
+    width = int(getattr(model.config, "median_filter_width", 7) or 7)
+    return token_times(weights, [min(c, weights.shape[2] - 1) for c in counts], frames, width)
 
 
 def _frames_reached(loop: _Loop, plan: _Plan, frames: int, stride: int) -> list[float]:
@@ -606,10 +673,30 @@ def _capture(loop: _Loop) -> Callable[[], None]:
     return graph.replay
 
 
-def _to_output(tokenizer, ids: list[int], plan: _Plan, timestamps: bool, time_precision: float) -> dict:
-    text, optional = tokenizer._decode_asr([{"tokens": torch.tensor([ids], dtype=torch.long)}],
-                                           return_timestamps=timestamps, return_language=None,
-                                           time_precision=time_precision)
+def _to_output(tokenizer, ids: list[int], plan: _Plan, timestamps: bool | str, time_precision: float,
+               token_times=None) -> dict:
+    """The pipeline's output for one row; with token_times (words), its {"chunks"} are words."""
+    if token_times is None:
+        text, optional = tokenizer._decode_asr([{"tokens": torch.tensor([ids], dtype=torch.long)}],
+                                               return_timestamps=bool(timestamps), return_language=None,
+                                               time_precision=time_precision)
+        return {"text": text, **optional}
+    n = len(token_times)
+    from transformers.utils import logging as hf_logging
+
+    log = hf_logging.get_logger("transformers.models.whisper.tokenization_whisper")
+    level = log.level
+    log.setLevel(hf_logging.ERROR)  # it warns that the text ends without a timestamp: there are none here
+    try:
+        text, optional = tokenizer._decode_asr(
+            [{"tokens": torch.tensor([ids[:n]], dtype=torch.long),
+              "token_timestamps": torch.tensor([[float(e) for _, e in token_times]])}],
+            return_timestamps="word", return_language=None, time_precision=time_precision)
+    finally:
+        log.setLevel(level)
+    words = optional.get("chunks") or []
+    if words:  # the tokenizer starts the first token at 0 (it reads a token's start from the one before)
+        words[0] = {**words[0], "timestamp": (round(float(token_times[0][0]), 2), words[0]["timestamp"][1])}
     return {"text": text, **optional}
 
 

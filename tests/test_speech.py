@@ -242,7 +242,7 @@ def test_vad_runs_chunks_in_batches_reports_progress_and_gives_absolute_times(pi
     threads = torch.get_num_threads()
     seen = []
     with GenerateSpy(pipe.model) as spy:
-        result = transcribe(pipe, speech.audio, TranscribeOptions(timestamps="words", batch_size=2),
+        result = transcribe(pipe, speech.audio, TranscribeOptions(timestamps="words", batch_size=2, decoding="pipeline"),
                             progress=lambda done, total: seen.append((done, total)))
     total = sum(c["input_features"].shape[0] for c in spy.calls)
     assert result.mode == "vad" and total >= 2

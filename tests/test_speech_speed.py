@@ -188,10 +188,15 @@ def test_decoding_pipeline_switch_gives_the_fast_paths_text(real, example, monke
     calls = []
     original = wb._pipeline_path
     monkeypatch.setattr(wb, "_pipeline_path", lambda *a, **k: calls.append(1) or original(*a, **k))
-    fast = transcribe(real, example, TranscribeOptions(int8=False))
+    # decoding="pipeline" reads Whisper's timestamp tokens, so the fast path is compared with them on too.
+    fast = transcribe(real, example, TranscribeOptions(int8=False, segment_times="tokens"))
+    aligned = transcribe(real, example, TranscribeOptions(int8=False))
+    plain = transcribe(real, example, TranscribeOptions(int8=False, timestamps="none"))
     assert not calls
     slow = transcribe(real, example, TranscribeOptions(int8=False, decoding="pipeline"))
     assert calls and slow.text == fast.text
+    # Aligned segment times decode without timestamp tokens: the text is the one without times.
+    assert aligned.text == plain.text and aligned.segments and not plain.segments
 
 
 def test_warm_up_builds_the_int8_copy_and_preload_warms_speech(tiny_model, monkeypatch):

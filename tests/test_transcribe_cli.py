@@ -27,7 +27,7 @@ def test_help_lists_transcribe_beside_quick():
     assert "quick " in out and "transcribe transcribe audio files to subtitles" in out
     sub = app("transcribe", "--help", timeout=60).stdout
     for flag in ("--out DIR", "--formats", "--asr-model", "--device", "--batch-size", "--timestamps",
-                 "--max-files", "--max-audio-seconds"):
+                 "--max-files", "--max-audio-seconds", "--segment-times"):
         assert flag in sub, flag
 
 
@@ -55,6 +55,26 @@ def test_a_folder_and_files_transcribed_bad_ones_named_exit_code_one(tmp_path):
     assert "fishing" in cues[0].content.lower() and cues[0].start.total_seconds() == pytest.approx(0.5, abs=0.5)
     data = json.loads((out / "two.json").read_text())
     assert "library" in data["text"].lower() and data["segments"][0]["words"]
+
+
+@needs_real_whisper
+@needs_espeak
+@pytest.mark.real_model
+def test_segment_times_flag_picks_where_the_times_come_from(tmp_path):
+    speech = make_speech(SENTENCES[:2], pauses=[1.5], lead=0.8)
+    speech.write(tmp_path / "one.wav")
+    starts = {}
+    for how in ("aligned", "tokens"):
+        run = app("transcribe", str(tmp_path / "one.wav"), "--out", str(tmp_path / how), "--formats", "json",
+                  "--asr-model", str(WHISPER_TINY_EN), "--device", "cpu", "--segment-times", how)
+        assert run.returncode == 0, run.stderr
+        data = json.loads((tmp_path / how / "one.json").read_text())
+        assert "fishing" in data["text"].lower()
+        starts[how] = [s["start"] for s in data["segments"]]
+    for how, found in starts.items():  # both put a segment at each sentence, within a VAD frame or so
+        assert len(found) == 2 and all(abs(a - b) < 0.2 for a, b in zip(found, speech.starts)), (how, found)
+    bad = app("transcribe", str(tmp_path / "one.wav"), "--segment-times", "frames", timeout=60)
+    assert bad.returncode != 0 and "choose from 'aligned', 'tokens'" in bad.stderr
 
 
 def test_bad_flags_say_what_is_accepted(tmp_path):

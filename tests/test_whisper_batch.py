@@ -101,6 +101,45 @@ def test_real_whisper_reads_speech_like_the_pipeline():
     assert starts == sorted(starts) and len(starts) >= 2  # two sentences, two segments in order
 
 
+@needs_speech
+def test_word_times_fall_where_each_sentence_was_said_without_timestamp_tokens():
+    from tests.test_speech_synth import make_speech
+
+    pipe = asr_pipeline(WHISPER_TINY_EN)
+    speech = make_speech(["The quick brown fox jumps over the lazy dog.", "Shall we meet at the station at noon?",
+                          "The old bridge over the river was repaired."], pauses=[1.2, 0.6], lead=0.7)
+    plain, other = transcribe_chunks(pipe, [speech.audio, speech.audio[: 4 * RATE]], batch_size=2,
+                                     generate_kwargs=GREEDY)
+    (got,) = transcribe_chunks(pipe, [speech.audio], batch_size=1, return_timestamps="word", generate_kwargs=GREEDY)
+    # The same decoding as without times (no timestamp tokens), its words each with a time.
+    assert got["text"] == plain["text"] and "over the lazy" in got["text"] and "station" in got["text"]
+    words = got["chunks"]
+    assert "".join(w["text"] for w in words) == got["text"]
+    times = [t for w in words for t in w["timestamp"]]
+    assert times == sorted(times) and 0 <= times[0] and times[-1] <= len(speech.audio) / RATE
+    # Words fall in the sentence that says them, not in the pauses (DTW stretches a word before a pause
+    # across it; the app moves times onto the VAD's speech, tests/test_speech.py).
+    for word, sentence in (("lazy", 0), ("station", 1), ("bridge", 2), ("river", 2)):
+        start, end = next(w["timestamp"] for w in words if word in w["text"])
+        assert speech.starts[sentence] <= start < end <= speech.ends[sentence] + 0.1, (word, start, end)
+    # A row of a batch is aligned as it would be alone.
+    together = transcribe_chunks(pipe, [speech.audio[: 4 * RATE], speech.audio], batch_size=2,
+                                 return_timestamps="word", generate_kwargs=GREEDY)
+    assert together[1] == got and together[0]["text"] == other["text"]
+
+
+def test_word_times_need_alignment_heads(tiny_model):
+    pipe = asr_pipeline(tiny_model("whisper_en"))
+    chunks = [noise(2.0, 3)]
+    assert fast_path_applies(pipe, chunks, "word", GREEDY)
+    pipe.model.generation_config.alignment_heads = None
+    try:
+        assert not fast_path_applies(pipe, chunks, "word", GREEDY)
+        assert fast_path_applies(pipe, chunks, True, GREEDY)
+    finally:
+        del pipe
+
+
 def test_progress_reports_seconds_of_audio_done_after_each_batch(tiny_en):
     seen = []
     transcribe_chunks(tiny_en, [noise(2.0, i) for i in range(5)], batch_size=2,
@@ -171,7 +210,7 @@ def test_beam_search_and_the_pipelines_default_beams_take_the_pipeline_path(tiny
     assert fast_path_applies(tiny_en, chunks, True, GREEDY)
     # transformers 5's ASR pipeline uses 5 beams unless told otherwise: so must we.
     assert not fast_path_applies(tiny_en, chunks, True, {})
-    assert not fast_path_applies(tiny_en, chunks, "word", GREEDY)
+    assert fast_path_applies(tiny_en, chunks, "word", GREEDY)  # word times by alignment (test below)
     assert not fast_path_applies(tiny_en, [noise(31.0, 4)], True, GREEDY)
     beams = {"num_beams": 2, "max_new_tokens": 6}
     assert transcribe_chunks(tiny_en, chunks, batch_size=1, generate_kwargs=beams) == reference(
