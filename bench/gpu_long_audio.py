@@ -146,10 +146,10 @@ def main(argv: list[str] | None = None) -> dict:
         options.setdefault("auto_batch", False)
         return transcribe(pipe, a, TranscribeOptions(mode=mode, batch_size=batch, generate_kwargs=gk, **options))
 
-    def tab_defaults(a=audio):
+    def tab_defaults(a=audio, **options):
         """What the Speech tab sends: TranscribeOptions() with its slider's batch (8); the batch is chosen
-        from free GPU memory and the chunks (auto_batch)."""
-        return transcribe(pipe, a, TranscribeOptions(batch_size=8, generate_kwargs=gk))
+        from free GPU memory and the chunks (auto_batch); segment times from aligned words."""
+        return transcribe(pipe, a, TranscribeOptions(batch_size=8, generate_kwargs=gk, **options))
 
     # Warm-up (cuBLAS handles, kernels, VAD sessions) on one minute; not recorded. Each configuration
     # below is also run once on that minute right before it is timed (warmed the same way).
@@ -167,7 +167,11 @@ def main(argv: list[str] | None = None) -> dict:
     # without timestamps, each warmed on the same minute just before (the timed pass excludes it).
     for name, what, fn in (
             ("app_tab_defaults", "transcribe(TranscribeOptions(batch_size=8)): the Speech tab's defaults, "
-                                 "vad, timestamps on, batch from free GPU memory", tab_defaults),
+                                 "vad, timestamps on (aligned words: one pass per chunk), batch from free GPU memory",
+             tab_defaults),
+            ("app_tab_defaults_token_times", "the same with segment_times='tokens': Whisper's timestamp tokens, "
+                                             "a further pass where a window ends on an open segment",
+             lambda a: tab_defaults(a, segment_times="tokens")),
             ("raw_pipeline_b24_ts_warmed", "pipeline(chunk_length_s=30, batch_size=24, return_timestamps=True), "
                                            "warmed on itself", lambda a: raw(a, PEER_BATCH)),
             ("raw_pipeline_b24_nots_warmed", "pipeline(chunk_length_s=30, batch_size=24), no timestamps, "
@@ -217,6 +221,10 @@ def main(argv: list[str] | None = None) -> dict:
                   batch_size=PEER_BATCH)
     bench.measure("asr_fast_graph_all", "ASR only: + all chunks in one batch", asr(len(chunks)),
                   batch_size=len(chunks))
+    bench.measure("asr_fast_graph_all_aligned", "ASR only: all chunks in one batch, no timestamp tokens, word "
+                  "times aligned (the tab's default)",
+                  lambda: transcribe_chunks(pipe, chunks, batch_size=len(chunks), return_timestamps="word",
+                                            generate_kwargs=gk), batch_size=len(chunks))
     bench.measure("asr_fast_graph_all_eager_attn", "ASR only: attention as softmax(q k^T) v instead of sdpa",
                   asr(len(chunks), attention="eager"), batch_size=len(chunks))
     bench.measure("asr_fast_graph_all_cpu_features", "ASR only: log-mel on the CPU instead of the GPU",
@@ -236,7 +244,8 @@ def main(argv: list[str] | None = None) -> dict:
     ref_text = pipe_vad.text if pipe_vad else ""
     result = {
         "what": "30 min espeak speech (tiled), random-weight whisper-large-v3 shape, every chunk "
-                f"{tokens} new tokens, return_timestamps=True, greedy",
+                f"{tokens} new tokens, greedy; app rows at their defaults (word times aligned), ASR-only "
+                "rows with timestamp tokens unless named aligned",
         "device": torch.cuda.get_device_name(0) if bench.cuda else platform.processor() or "cpu",
         "torch": torch.__version__, "transformers": transformers.__version__,
         "dtype": str(dtype).removeprefix("torch."), "attn_implementation": pipe.model.config._attn_implementation,
@@ -273,7 +282,9 @@ def _breakdown(pipe, chunks, gk, bench: Bench) -> dict:
     from engine import whisper_batch as wb
 
     model = pipe.model
-    plan = wb._Plan.build(model, True, gk)
+    plan = wb._Plan.build(model, False, gk)  # the tab's default: no timestamp tokens, words aligned after
+    frames = [max(1, -(-len(c) // pipe.feature_extractor.hop_length) // 2) for c in chunks]
+    heads = wb.alignment_heads(model)
     times = {}
     with torch.inference_mode():
         bench.sync()
@@ -289,6 +300,10 @@ def _breakdown(pipe, chunks, gk, bench: Bench) -> dict:
         wb._greedy(model, enc, plan, wb.DecodeOptions())
         bench.sync()
         times["decoder_incl_capture"] = time.perf_counter() - t
+        t = time.perf_counter()
+        wb._greedy(model, enc, plan, wb.DecodeOptions(), align=(heads, frames, []))
+        bench.sync()
+        times["decoder_and_word_alignment"] = time.perf_counter() - t
     return {k: round(v, 3) for k, v in times.items()}
 
 

@@ -44,7 +44,7 @@ def alignment_matrix(weights: torch.Tensor, rows: Sequence[int], frames: Sequenc
         std, mean = torch.std_mean(w, dim=-2, keepdim=True, unbiased=False)
         w = (w - mean) / std.clamp(min=1e-10)
         w = median_filter(w, filter_width).mean(dim=0)
-        out.append((-w).cpu().double().numpy())
+        out.append((-w).cpu().numpy())
     return out
 
 
@@ -53,42 +53,50 @@ def dtw_starts(costs: Sequence[np.ndarray]) -> list[np.ndarray]:
 
     Paths run from (0, 0) to (n - 1, m - 1) moving down, right or diagonally, with OpenAI's order of
     preference at ties (diagonal, then down, then right). Returns one int array of n start frames per matrix.
+    The matrices are warped together, stored by anti-diagonal (d = i + j), so each step is a few slices.
     """
     if not costs:
         return []
-    n_max = max(c.shape[0] for c in costs)
-    m_max = max(c.shape[1] for c in costs)
-    batch = len(costs)
-    cost = np.zeros((batch, n_max, m_max))
+    ns = np.array([c.shape[0] for c in costs])
+    ms = np.array([c.shape[1] for c in costs])
+    batch, n_max, m_max = len(costs), int(ns.max()), int(ms.max())
+    diagonals = n_max + m_max + 1
+    # skew[d, i, b] = cost[b, i - 1, d - i - 1]: cell (i, j = d - i) of the accumulated matrix, batch last
+    # so that each diagonal is one contiguous block (border row and column 0 stay infinite).
+    cost = np.zeros((n_max, m_max, batch), dtype=np.float32)
     for b, c in enumerate(costs):
-        cost[b, : c.shape[0], : c.shape[1]] = c
-    # acc[b, i, j]: the cheapest path cost to cell (i - 1, j - 1); row/column 0 is the border.
-    acc = np.full((batch, n_max + 1, m_max + 1), np.inf)
-    acc[:, 0, 0] = 0.0
-    move = np.zeros((batch, n_max + 1, m_max + 1), dtype=np.int8)  # 0 diagonal, 1 down (i - 1), 2 right (j - 1)
-    for d in range(2, n_max + m_max + 1):  # cells with i + j = d depend on diagonals d - 1 and d - 2 only
-        i = np.arange(max(1, d - m_max), min(n_max, d - 1) + 1)
-        j = d - i
-        c0, c1, c2 = acc[:, i - 1, j - 1], acc[:, i - 1, j], acc[:, i, j - 1]
-        t = np.where((c0 < c1) & (c0 < c2), 0, np.where((c1 < c0) & (c1 < c2), 1, 2))
-        acc[:, i, j] = cost[:, i - 1, j - 1] + np.choose(t, (c0, c1, c2))
-        move[:, i, j] = t
-    starts = []
-    for b, c in enumerate(costs):
-        n, m = c.shape
-        first = np.zeros(n, dtype=np.int64)
-        i, j = n, m
-        while i > 0 and j > 0:  # walk back; the last cell reached in a row is where the path entered it
-            first[i - 1] = j - 1
-            step = move[b, i, j]
-            if step == 0:
-                i, j = i - 1, j - 1
-            elif step == 1:
-                i -= 1
-            else:
-                j -= 1
-        starts.append(first)
-    return starts
+        cost[: c.shape[0], : c.shape[1], b] = c
+    skew = np.zeros((diagonals, n_max + 1, batch), dtype=np.float32)
+    for i in range(1, n_max + 1):  # row i of every matrix lies along diagonals i + 1 .. i + m_max
+        skew[i + 1:i + 1 + m_max, i] = cost[i - 1]
+    acc = np.full((diagonals, n_max + 1, batch), np.inf, dtype=np.float32)
+    acc[0, 0] = 0.0
+    best = np.empty((n_max + 1, batch), dtype=np.float32)
+    for d in range(2, diagonals):  # cells with i + j = d depend on diagonals d - 1 and d - 2 only
+        lo, hi = max(1, d - m_max), min(n_max, d - 1)
+        if lo > hi:
+            continue
+        out = best[: hi - lo + 1]
+        np.minimum(acc[d - 1, lo - 1:hi], acc[d - 1, lo:hi + 1], out=out)
+        np.minimum(acc[d - 2, lo - 1:hi], out, out=out)
+        np.add(skew[d, lo:hi + 1], out, out=acc[d, lo:hi + 1])
+    # Walk every path back at once, each step re-deciding where the cell came from (the same comparisons
+    # as on the way forward); the last cell reached in a row is where the path entered it.
+    first = np.zeros((batch, n_max), dtype=np.int64)
+    rows, at_i, at_j = np.arange(batch), ns.copy(), ms.copy()
+    while True:
+        live = (at_i > 0) & (at_j > 0)
+        if not live.any():
+            break
+        b, ci, cj = rows[live], at_i[live], at_j[live]
+        first[b, ci - 1] = cj - 1
+        d = ci + cj
+        c0, c1, c2 = acc[d - 2, ci - 1, b], acc[d - 1, ci - 1, b], acc[d - 1, ci, b]
+        diagonal = (c0 < c1) & (c0 < c2)
+        down = ~diagonal & (c1 < c0) & (c1 < c2)
+        at_i[live] = ci - (diagonal | down)
+        at_j[live] = cj - ~down
+    return [first[b, : n] for b, n in enumerate(ns)]
 
 
 def token_times(weights: torch.Tensor, counts: Sequence[int], frames: Sequence[int],

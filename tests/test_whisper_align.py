@@ -1,0 +1,75 @@
+"""engine.whisper_align: the batched DTW finds OpenAI's path; token times come out in order, in seconds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.whisper_align import FRAME_S, dtw_starts, median_filter, token_times
+
+
+def reference_starts(cost: np.ndarray) -> list[int]:
+    """OpenAI whisper's dtw_cpu and backtrace, cell by cell; the frame where each row is first reached."""
+    n, m = cost.shape
+    acc = np.full((n + 1, m + 1), np.inf)
+    trace = -np.ones((n + 1, m + 1))
+    acc[0, 0] = 0
+    for j in range(1, m + 1):
+        for i in range(1, n + 1):
+            c0, c1, c2 = acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1]
+            if c0 < c1 and c0 < c2:
+                c, t = c0, 0
+            elif c1 < c0 and c1 < c2:
+                c, t = c1, 1
+            else:
+                c, t = c2, 2
+            acc[i, j], trace[i, j] = cost[i - 1, j - 1] + c, t
+    trace[0, :], trace[:, 0] = 2, 1
+    i, j, path = n, m, []
+    while i > 0 or j > 0:
+        path.append((i - 1, j - 1))
+        i, j = (i - 1, j - 1) if trace[i, j] == 0 else (i - 1, j) if trace[i, j] == 1 else (i, j - 1)
+    first: dict[int, int] = {}
+    for row, col in reversed(path):
+        first.setdefault(row, col)
+    return [first[r] for r in range(n)]
+
+
+def test_batched_dtw_finds_openais_path_for_matrices_of_any_shape():
+    rng = np.random.default_rng(0)
+    costs = [rng.standard_normal(shape).astype(np.float32) for shape in ((7, 30), (12, 25), (1, 9), (3, 40),
+                                                                          (20, 21), (5, 5))]
+    got = dtw_starts(costs)
+    assert [list(g) for g in got] == [reference_starts(c) for c in costs]
+    assert dtw_starts([]) == []
+
+
+def test_a_clear_diagonal_is_followed():
+    # Token k is said in frames 10k .. 10k + 9: the cheapest path enters row k at frame 10k.
+    cost = np.ones((4, 40), dtype=np.float32)
+    for k in range(4):
+        cost[k, 10 * k:10 * k + 10] = -1.0
+    (starts,) = dtw_starts([cost])
+    assert list(starts) == [0, 10, 20, 30]
+
+
+def test_median_filter_takes_the_middle_of_each_window_edges_reflected():
+    x = torch.tensor([[1.0, 9.0, 2.0, 8.0, 3.0]])
+    assert median_filter(x, 3).tolist() == [[9.0, 2.0, 8.0, 3.0, 8.0]]
+    assert median_filter(x, 1) is x
+
+
+def test_token_times_are_seconds_each_token_ending_where_the_next_starts():
+    # Two rows: 3 text tokens over 60 frames, 1 token over 20 frames (plus the end-of-text row each).
+    weights = torch.zeros(2, 2, 4, 60)
+    for k in range(4):
+        weights[0, :, k, 15 * k:15 * k + 15] = 1.0
+    weights[1, :, 0, :10] = 1.0
+    weights[1, :, 1, 10:20] = 1.0
+    first, second = token_times(weights, counts=[3, 1], frames=[60, 20])
+    assert first.ravel().tolist() == pytest.approx([0.0, 15 * FRAME_S, 15 * FRAME_S, 30 * FRAME_S,
+                                                    30 * FRAME_S, 45 * FRAME_S])
+    assert second.ravel().tolist() == pytest.approx([0.0, 10 * FRAME_S])
+    (none,) = token_times(weights[:1], counts=[0], frames=[60])
+    assert none.shape == (0, 2)
