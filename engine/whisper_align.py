@@ -61,15 +61,22 @@ def dtw_starts(costs: Sequence[np.ndarray]) -> list[np.ndarray]:
     ms = np.array([c.shape[1] for c in costs])
     batch, n_max, m_max = len(costs), int(ns.max()), int(ms.max())
     diagonals = n_max + m_max + 1
-    # skew[d, i, b] = cost[b, i - 1, d - i - 1]: cell (i, j = d - i) of the accumulated matrix, batch last
-    # so that each diagonal is one contiguous block (border row and column 0 stay infinite).
     cost = np.zeros((n_max, m_max, batch), dtype=np.float32)
     for b, c in enumerate(costs):
         cost[: c.shape[0], : c.shape[1], b] = c
-    skew = np.zeros((diagonals, n_max + 1, batch), dtype=np.float32)
-    for i in range(1, n_max + 1):  # row i of every matrix lies along diagonals i + 1 .. i + m_max
-        skew[i + 1:i + 1 + m_max, i] = cost[i - 1]
-    acc = np.full((diagonals, n_max + 1, batch), np.inf, dtype=np.float32)
+    # skew[d - 2, i - 1] is cost[i - 1, d - i - 1] (cell (i, j = d - i) of the accumulated matrix): a strided
+    # view of `cost`, so that each anti-diagonal is one slice. Every offset it can form lies inside `cost`
+    # (the largest is (n + m - 2) + (n - 1)(m - 1) = n m - 1 rows of `batch`); only valid cells are read.
+    unit = cost.strides[2]
+    skew = np.lib.stride_tricks.as_strided(cost, shape=(diagonals - 2, n_max, batch),
+                                           strides=(batch * unit, (m_max - 1) * batch * unit, unit),
+                                           writeable=False)
+    # acc[d, i]: the cheapest path cost to cell (i, d - i); only the borders (i = 0, or j = 0) need a value
+    # before the sweep, every other cell read is written by it first.
+    acc = np.empty((diagonals, n_max + 1, batch), dtype=np.float32)
+    acc[:, 0] = np.inf
+    border = np.arange(1, n_max + 1)
+    acc[border, border] = np.inf
     acc[0, 0] = 0.0
     best = np.empty((n_max + 1, batch), dtype=np.float32)
     for d in range(2, diagonals):  # cells with i + j = d depend on diagonals d - 1 and d - 2 only
@@ -79,7 +86,7 @@ def dtw_starts(costs: Sequence[np.ndarray]) -> list[np.ndarray]:
         out = best[: hi - lo + 1]
         np.minimum(acc[d - 1, lo - 1:hi], acc[d - 1, lo:hi + 1], out=out)
         np.minimum(acc[d - 2, lo - 1:hi], out, out=out)
-        np.add(skew[d, lo:hi + 1], out, out=acc[d, lo:hi + 1])
+        np.add(skew[d - 2, lo - 1:hi], out, out=acc[d, lo:hi + 1])
     # Walk every path back at once, each step re-deciding where the cell came from (the same comparisons
     # as on the way forward); the last cell reached in a row is where the path entered it.
     first = np.zeros((batch, n_max), dtype=np.int64)
