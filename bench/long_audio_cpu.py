@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import RESULTS, ROOT, machine, write_result  # noqa: E402
 from bench.speech_audio import RATE, recording, sentence_starts, wer  # noqa: E402
 
-ROWS = "app_default,fw_batched,fw_sequential,app_int8,app_token_times"
-ONCE = "fw_batched_greedy,raw_ts,raw_nots"
+ROWS = "app_default,fw_batched,fw_sequential,app_float32"
+ONCE = "app_token_times,app_float32_token_times,fw_batched_greedy,raw_ts,raw_nots"
 
 
 def start_error(truth: list[float], starts: list[float]) -> float | None:

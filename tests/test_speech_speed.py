@@ -41,7 +41,7 @@ def example():
 
 # --- int8 ---------------------------------------------------------------------------------------
 
-def test_int8_copy_quantizes_every_linear_once_and_leaves_the_model_alone(tiny_model):
+def test_int8_copy_quantizes_the_decoders_linears_once_and_leaves_the_model_alone(tiny_model):
     from transformers import pipeline
 
     pipe = pipeline("automatic-speech-recognition", model=tiny_model("whisper_en"), device="cpu",
@@ -52,9 +52,12 @@ def test_int8_copy_quantizes_every_linear_once_and_leaves_the_model_alone(tiny_m
     assert speech_speed.int8_model(model) is q  # built once per model
     from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 
-    assert not any(type(m) is torch.nn.Linear for m in q.modules())
+    # The decoder and the output projection in int8; the encoder stays float32 (int8_parts says why).
+    assert not any(type(m) is torch.nn.Linear for m in q.model.decoder.modules()) and type(q.proj_out) is \
+        DynamicInt8Linear
     assert sum(isinstance(m, DynamicInt8Linear) for m in q.modules()) == sum(
-        type(m) is torch.nn.Linear for m in model.modules()) > 10
+        type(m) is torch.nn.Linear for m in model.model.decoder.modules()) + 1 > 10
+    assert not any(isinstance(m, DynamicInt8Linear) for m in q.model.encoder.modules())
     assert isinstance(model.proj_out, torch.nn.Linear) and model.proj_out.weight.dtype == torch.float32
     assert not speech_speed.int8_applies(model.to(torch.float16))
 
@@ -91,13 +94,14 @@ def test_int8_off_never_builds_the_copy_and_the_registry_flag_sets_the_default(t
         assert bool(built) is flag
 
 
-def test_speech_int8_is_a_flag_off_by_default():
+def test_speech_int8_is_a_flag_on_by_default():
     from engine.cli import build_parser, settings_from_args
 
     parser = build_parser()
-    assert settings_from_args(parser.parse_args([]), env={}).speech_int8 is False
-    assert settings_from_args(parser.parse_args(["--speech-int8"]), env={}).speech_int8 is True
-    assert settings_from_args(parser.parse_args([]), env={"STUDIO_SPEECH_INT8": "1"}).speech_int8 is True
+    assert settings_from_args(parser.parse_args([]), env={}).speech_int8 is True
+    assert settings_from_args(parser.parse_args(["--no-speech-int8"]), env={}).speech_int8 is False
+    assert settings_from_args(parser.parse_args([]), env={"STUDIO_SPEECH_INT8": "0"}).speech_int8 is False
+    assert settings_from_args(parser.parse_args(["--speech-int8"]), env={"STUDIO_SPEECH_INT8": "0"}).speech_int8
 
 
 # --- ended rows leave the batch ----------------------------------------------------------------
