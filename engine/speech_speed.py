@@ -72,9 +72,12 @@ def row_bytes(model, max_len: int) -> int:
     """Device bytes one 30 s chunk needs while it is encoded and decoded by whisper_batch (estimate).
 
     Encoder: hidden states and the feed-forward's activations of 1500 frames; decoder: the
-    cross-attention keys and values of every layer, the static self-attention cache, and the
-    float32 logits and their masks over the vocabulary.
+    cross-attention keys and values of every layer, the static self-attention cache, the
+    float32 logits and their masks over the vocabulary, and the alignment heads' float32
+    cross-attention weights that word times are read from.
     """
+    from engine.whisper_batch import alignment_heads
+
     cfg = model.config
     size = next(model.parameters()).element_size()
     frames = cfg.max_source_positions
@@ -83,7 +86,8 @@ def row_bytes(model, max_len: int) -> int:
     cross = cfg.decoder_layers * 2 * frames * d * size
     self_cache = cfg.decoder_layers * 2 * max_len * d * size
     logits = cfg.vocab_size * (4 * 4 + 4)
-    return int((encoder + cross + self_cache + logits) * ROW_BYTES_MARGIN)
+    align = len(alignment_heads(model)) * max_len * frames * 4
+    return int((encoder + cross + self_cache + logits + align) * ROW_BYTES_MARGIN)
 
 
 def auto_batch_size(model, chunks: int, floor: int, max_len: int = 448) -> int:

@@ -179,7 +179,7 @@ def fast_path_applies(pipe, chunks: Sequence[np.ndarray], return_timestamps, gen
 
 def alignment_heads(model) -> tuple[tuple[int, int], ...]:
     """The (decoder layer, head) pairs whose cross-attention follows the speech (generation config)."""
-    heads = getattr(model.generation_config, "alignment_heads", None) or ()
+    heads = getattr(getattr(model, "generation_config", None), "alignment_heads", None) or ()
     layers, per_layer = model.config.decoder_layers, model.config.decoder_attention_heads
     pairs = tuple((int(layer), int(head)) for layer, head in heads)
     return pairs if pairs and all(0 <= l < layers and 0 <= h < per_layer for l, h in pairs) else ()

@@ -158,6 +158,13 @@ def test_auto_batch_takes_every_chunk_that_free_gpu_memory_holds(monkeypatch):
     assert speech_speed.auto_batch_size(model, 5, floor=8) == 5
 
 
+def test_a_row_counts_the_alignment_weights_word_times_read():
+    model = fake_model("cuda:0", LARGE_V3)
+    plain = speech_speed.row_bytes(model, 448)
+    model.generation_config = SimpleNamespace(alignment_heads=[[30, 1], [31, 2]])
+    assert speech_speed.row_bytes(model, 448) - plain == pytest.approx(2 * 448 * 1500 * 4 * 1.5, rel=1e-6)
+
+
 def test_auto_batch_on_a_cpu_is_the_users_batch():
     model = fake_model("cpu", LARGE_V3)
     assert speech_speed.auto_batch_size(model, 63, floor=8) == 8
