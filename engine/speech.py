@@ -355,11 +355,14 @@ def stitch(outputs: Sequence[Mapping[str, Any]], starts: Sequence[float], ends: 
     segments: list[Segment] = []
     for out, offset, stop in zip(outputs, starts, ends):
         items = _absolute(out.get("chunks") or [], offset, stop)
+        inside = sorted((a, b) for a, b in regions if b > offset and a < stop)
         if level == "word":
-            found = group_words(_join_pieces(items))
+            words = _join_pieces(items)
+            if inside:  # onto the speech first: aligned words stretch across pauses, which hides them
+                words = [Word(*_snap_word(inside, w.start, w.end), w.text) for w in words]
+            found = group_words(words)
         else:
             found = [Segment(s, e, t.strip()) for s, e, t in items if _has_word(t)]
-        inside = [(a, b) for a, b in regions if b > offset and a < stop]
         segments += snap_to_speech(found, inside) if inside else found
     return tidy_times(segments, duration)
 

@@ -130,6 +130,18 @@ def test_snap_keeps_each_word_in_the_speech_it_overlaps_most():
     assert (out.start, out.end) == (0.92, 9.86)
 
 
+def test_aligned_words_stretched_across_a_pause_still_start_a_new_segment_there():
+    # Word alignment gives a word before a pause the pause too ("afternoon" runs until "Shall"), and
+    # without punctuation nothing else marks the sentence's end: the VAD's pause must.
+    out = {"text": " walk every afternoon Shall we meet", "chunks": [
+        {"text": " walk", "timestamp": (0.9, 1.3)}, {"text": " every", "timestamp": (1.3, 1.7)},
+        {"text": " afternoon", "timestamp": (1.7, 4.1)}, {"text": " Shall", "timestamp": (4.1, 4.5)},
+        {"text": " we", "timestamp": (4.5, 4.7)}, {"text": " meet", "timestamp": (4.7, 5.2)}]}
+    segs = stitch([out], [0.0], [6.0], 6.0, "word", regions=[(0.9, 2.5), (4.0, 5.3)])
+    assert [s.text for s in segs] == ["walk every afternoon", "Shall we meet"]
+    assert [(s.start, s.end) for s in segs] == [(0.9, 2.5), (4.1, 5.2)]
+
+
 # ---------------------------------------------------------------- tiny random models
 
 @pytest.fixture(scope="module")
