@@ -83,7 +83,7 @@ class TranscribeOptions:
     task: str = "transcribe"
     generate_kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     # Speed levers of the vad mode (bench/README.md has each one's speed and WER):
-    int8: bool | None = None  # int8 weights on a CPU; None: the pipeline's own default (--speech-int8, off)
+    int8: bool | None = None  # int8 decoder weights on a CPU; None: the pipeline's own default (--speech-int8, on)
     auto_batch: bool = True  # on a GPU, batch as many chunks as free memory holds (batch_size the least)
     decoding: str = "auto"  # auto: engine.whisper_batch where it applies | pipeline: the pipeline per batch
     prompt: str = ""  # Whisper: words and names the speech uses (spellings), read before every piece
@@ -358,12 +358,12 @@ def stitch(outputs: Sequence[Mapping[str, Any]], starts: Sequence[float], ends: 
         inside = sorted((a, b) for a, b in regions if b > offset and a < stop)
         if level == "word":
             words = _join_pieces(items)
-            if inside:  # onto the speech first: aligned words stretch across pauses, which hides them
+            if inside:  # onto the speech before grouping: aligned words stretch across pauses, which hides them
                 words = [Word(*_snap_word(inside, w.start, w.end), w.text) for w in words]
-            found = group_words(words)
+            segments += group_words(words)  # each segment spans its (snapped) words
         else:
             found = [Segment(s, e, t.strip()) for s, e, t in items if _has_word(t)]
-        segments += snap_to_speech(found, inside) if inside else found
+            segments += snap_to_speech(found, inside) if inside else found
     return tidy_times(segments, duration)
 
 

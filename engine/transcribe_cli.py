@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from engine.cli import add_settings_arguments, prepare_environment, settings_from_args
+from engine.speech import SEGMENT_TIMES, TIMESTAMPS
 from engine.subtitles import FORMATS
 
 TASK = "automatic-speech-recognition"
@@ -28,11 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default=".", metavar="DIR", help="folder for the outputs (default: here)")
     parser.add_argument("--formats", default=",".join(FORMATS), help=f"comma-separated, from {','.join(FORMATS)}")
     parser.add_argument("--batch-size", type=int, default=8, help="chunks decoded at once (default 8)")
-    parser.add_argument("--timestamps", choices=("none", "segments", "words"), default="segments")
+    parser.add_argument("--timestamps", choices=TIMESTAMPS, default="segments")
     parser.add_argument("--language", default=None, help="a Whisper language code (multilingual models)")
     parser.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
     parser.add_argument("--beams", type=int, default=1, help="beam-search width, 1 = greedy (default)")
-    parser.add_argument("--segment-times", choices=("aligned", "tokens"), default="aligned",
+    parser.add_argument("--segment-times", choices=SEGMENT_TIMES, default=SEGMENT_TIMES[0],
                         help="aligned (default): one decoding pass per chunk, segment times from the words' "
                              "alignment and the VAD; tokens: Whisper's timestamp tokens (slower)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

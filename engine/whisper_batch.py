@@ -152,7 +152,7 @@ def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8
                                     reached if progress is not None else None, prompt,
                                     words=heads, lengths=lengths, word_times=times)
             for i, ids in enumerate(rows):
-                out.append(_to_output(pipe.tokenizer, ids, plan, return_timestamps, time_precision,
+                out.append(_to_output(pipe.tokenizer, ids, return_timestamps, time_precision,
                                       times[i] if times is not None else None))
             meter.finish(range(start, start + len(batch)))
     return out
@@ -622,6 +622,7 @@ def _greedy(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
         done_out[rows] = loop.out
     out = done_out.cpu().tolist()
     if align is not None:
+        del run, loop, decoder  # its caches (and a CUDA graph's pool) go before the alignment pass makes its own
         heads, frames_per_row, times = align
         times.extend(_token_times(model, encoded, cross, prompt, out, plan, heads, frames_per_row, options))
     return out
@@ -675,7 +676,7 @@ def _capture(loop: _Loop) -> Callable[[], None]:
     return graph.replay
 
 
-def _to_output(tokenizer, ids: list[int], plan: _Plan, timestamps: bool | str, time_precision: float,
+def _to_output(tokenizer, ids: list[int], timestamps: bool | str, time_precision: float,
                token_times=None) -> dict:
     """The pipeline's output for one row; with token_times (words), its {"chunks"} are words."""
     if token_times is None:
@@ -683,23 +684,14 @@ def _to_output(tokenizer, ids: list[int], plan: _Plan, timestamps: bool | str, t
                                                return_timestamps=bool(timestamps), return_language=None,
                                                time_precision=time_precision)
         return {"text": text, **optional}
-    n = len(token_times)
-    from transformers.utils import logging as hf_logging
+    # The pipeline's own word grouping (transformers' Whisper tokenizer; pinned by tests/test_whisper_batch.py),
+    # fed each token's (start, end) at the precision the pipeline gives.
+    from transformers.models.whisper.tokenization_whisper import _collate_word_timestamps
 
-    log = hf_logging.get_logger("transformers.models.whisper.tokenization_whisper")
-    level = log.level
-    log.setLevel(hf_logging.ERROR)  # it warns that the text ends without a timestamp: there are none here
-    try:
-        text, optional = tokenizer._decode_asr(
-            [{"tokens": torch.tensor([ids[:n]], dtype=torch.long),
-              "token_timestamps": torch.tensor([[float(e) for _, e in token_times]])}],
-            return_timestamps="word", return_language=None, time_precision=time_precision)
-    finally:
-        log.setLevel(level)
-    words = optional.get("chunks") or []
-    if words:  # the tokenizer starts the first token at 0 (it reads a token's start from the one before)
-        words[0] = {**words[0], "timestamp": (round(float(token_times[0][0]), 2), words[0]["timestamp"][1])}
-    return {"text": text, **optional}
+    ids = ids[: len(token_times)]
+    times = [(round(float(start), 2), round(float(end), 2)) for start, end in token_times]
+    words = _collate_word_timestamps(tokenizer, ids, times, None, False) if ids else []
+    return {"text": tokenizer.decode(ids), "chunks": words}
 
 
 def _pipeline_path(pipe, chunks, batch_size, return_timestamps, generate_kwargs, progress,

@@ -60,8 +60,8 @@ def live_status(session: LiveSession, stopped: bool = False, backlog: float = 0.
     return f"{text}\n\n{session.note}" if session.note else text
 
 
-def build_live(registry, settings, model: gr.Dropdown, timestamps: gr.Radio, prompt: gr.Textbox | None = None) -> None:
-    """Components and events of the Live part; `model` and `timestamps` are the tab's own pickers."""
+def build_live(registry, settings, model: gr.Dropdown, timestamps: gr.Radio, prompt: gr.Textbox) -> None:
+    """Components and events of the Live part; `model`, `timestamps` and `prompt` are the tab's own fields."""
     if on_zerogpu():
         # Live decoding runs on worker threads for as long as someone speaks; ZeroGPU lends a GPU only
         # inside one @spaces.GPU call of bounded length, so the model would run without one.
@@ -154,7 +154,7 @@ def build_live(registry, settings, model: gr.Dropdown, timestamps: gr.Radio, pro
     mic.start_recording(start, None, [state, text, files, status], api_name="speech_live_start",
                         api_visibility="private", queue=False)
     # concurrency_limit=None: a stream event lasts as long as its recording, and only queues audio.
-    mic.stream(listen, [mic, state, model, timestamps, *([prompt] if prompt is not None else [])], [state, text, status], stream_every=STREAM_EVERY_S,
+    mic.stream(listen, [mic, state, model, timestamps, prompt], [state, text, status], stream_every=STREAM_EVERY_S,
                time_limit=int(settings.max_audio_seconds) + 60, concurrency_limit=None, api_name="speech_live",
                api_visibility="private", show_progress="hidden")
     mic.stop_recording(stop, state, [state, text, files, status], api_name="speech_live_stop",

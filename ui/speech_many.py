@@ -38,7 +38,7 @@ def result_rows(results: list[dict]) -> list[list]:
 
 
 def build_many(registry, settings, model: gr.Dropdown, timestamps: gr.Radio, language: gr.Dropdown,
-               task: gr.Radio, batch: gr.Slider, beams: gr.Slider, prompt: gr.Textbox | None = None) -> None:
+               task: gr.Radio, batch: gr.Slider, beams: gr.Slider, prompt: gr.Textbox) -> None:
     """Components and events of the many-files part; the other arguments are the tab's own pickers."""
     from ui.tabs.speech import segments_json  # the tab's own API shape for segments
 
@@ -133,8 +133,7 @@ def build_many(registry, settings, model: gr.Dropdown, timestamps: gr.Radio, lan
             text += f" · **{failed}** could not be: see the table"
         return text, result_rows(rows), None
 
-    running = run.click(transcribe_many, [uploads, model, timestamps, language, task, batch, beams,
-                                          *([prompt] if prompt is not None else [])],
+    running = run.click(transcribe_many, [uploads, model, timestamps, language, task, batch, beams, prompt],
                         [results_json, downloads, archive, shown], api_name="transcribe_many")
     running.then(show, shown, [summary, table, shown], api_name="speech_many_show", api_visibility="private",
                  queue=False)
