@@ -203,12 +203,12 @@ class LiveSession:
         return TranscribeOptions(timestamps="segments" if o.timestamps == "none" else o.timestamps, mode="vad",
                                  batch_size=1, num_beams=o.num_beams, language=o.language, task=o.task,
                                  generate_kwargs=o.generate_kwargs, prompt=o.prompt,
-                                 int8=o.int8, segment_times=o.segment_times)
+                                 int8=o.int8, bf16=o.bf16, segment_times=o.segment_times)
 
     def _tail_options(self) -> TranscribeOptions:
         o = self.transcribe_options  # shown only until committed: text alone, greedy
         return TranscribeOptions(timestamps="none", mode="vad", batch_size=1, language=o.language, task=o.task,
-                                 generate_kwargs=o.generate_kwargs, prompt=o.prompt, int8=o.int8)
+                                 generate_kwargs=o.generate_kwargs, prompt=o.prompt, int8=o.int8, bf16=o.bf16)
 
     def _drop(self, samples: int) -> None:
         if samples > 0:

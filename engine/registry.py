@@ -418,12 +418,13 @@ class PipelineRegistry:
                 self._release(evicted)
 
     def _ready(self, key: PipelineKey, pipe: Any) -> Any:
-        """The loaded pipeline, a speech one marked with --speech-int8 (engine.speech reads it)."""
+        """The loaded pipeline, a speech one marked with --speech-int8 and --speech-bf16 (engine.speech reads them)."""
         if key.task == "automatic-speech-recognition":
-            from engine.speech import SPEECH_INT8_ATTR
+            from engine.speech import SPEECH_BF16_ATTR, SPEECH_INT8_ATTR
 
             try:
                 setattr(pipe, SPEECH_INT8_ATTR, self.settings.speech_int8)
+                setattr(pipe, SPEECH_BF16_ATTR, self.settings.speech_bf16)
             except AttributeError:  # a stand-in loader's object that takes no attributes
                 pass
         return pipe

@@ -35,8 +35,9 @@ SEGMENT_MAX_CHARS = 84  # two subtitle lines of 42 characters
 SNAP_TOLERANCE_S = 0.6
 ALIGN_KEEP_COST_S = 1.0
 NO_SPEECH = "No speech was found in this audio."
-# The registry marks each speech pipeline it loads with --speech-int8 under this name (default: off).
+# The registry marks each speech pipeline it loads with --speech-int8 and --speech-bf16 under these names.
 SPEECH_INT8_ATTR = "studio_speech_int8"
+SPEECH_BF16_ATTR = "studio_speech_bf16"
 
 Progress = Callable[[float, float], None]  # (seconds of audio done, seconds in all)
 ShouldStop = Callable[[], bool]
@@ -84,6 +85,7 @@ class TranscribeOptions:
     generate_kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     # Speed levers of the vad mode (bench/README.md has each one's speed and WER):
     int8: bool | None = None  # int8 decoder weights on a CPU; None: the pipeline's own default (--speech-int8, on)
+    bf16: bool | None = None  # bfloat16 encoder on a CPU that has it; None: the pipeline's default (--speech-bf16, on)
     auto_batch: bool = True  # on a GPU, batch as many chunks as free memory holds (batch_size the least)
     decoding: str = "auto"  # auto: engine.whisper_batch where it applies | pipeline: the pipeline per batch
     prompt: str = ""  # Whisper: words and names the speech uses (spellings), read before every piece
@@ -219,9 +221,9 @@ def _run_chunks(pipe, chunks: Sequence[np.ndarray], call: Mapping[str, Any], bat
                 options: TranscribeOptions = TranscribeOptions()) -> list[dict]:
     """Run audio chunks in batches, in order, reporting seconds of audio done as they decode.
 
-    Greedy Whisper goes through engine.whisper_batch (static KV cache, CUDA graphs on a GPU:
-    the same tokens as the pipeline, several times faster, bench/README.md); everything else
-    (beams, word times, CTC) through the pipeline, batch by batch.
+    Whisper goes through engine.whisper_batch (static KV cache, CUDA graphs on a GPU: greedy gives
+    the pipeline's tokens, several times faster, bench/README.md; beams and word times without timestamp
+    tokens); everything else (beams with timestamp tokens, CTC) through the pipeline, batch by batch.
     """
     from engine.whisper_batch import _pipeline_path, transcribe_chunks
 
@@ -241,11 +243,12 @@ def _run_chunks(pipe, chunks: Sequence[np.ndarray], call: Mapping[str, Any], bat
 
 
 def _decode_options(pipe, options: TranscribeOptions):
-    """engine.whisper_batch's options from the user's: int8 where asked, else the pipeline's default."""
+    """engine.whisper_batch's options from the user's: int8 and bf16 where asked, else the pipeline's defaults."""
     from engine.whisper_batch import DecodeOptions
 
     int8 = options.int8 if options.int8 is not None else bool(getattr(pipe, SPEECH_INT8_ATTR, False))
-    return DecodeOptions(int8=int8)
+    bf16 = options.bf16 if options.bf16 is not None else bool(getattr(pipe, SPEECH_BF16_ATTR, False))
+    return DecodeOptions(int8=int8, bf16_encoder=bf16)
 
 
 def warm_up(pipe, options: TranscribeOptions = TranscribeOptions()) -> float:
@@ -311,10 +314,10 @@ def _call_kwargs(pipe, options: TranscribeOptions, mode: str, duration: float, w
 
 
 def _aligns(options: TranscribeOptions, mode: str, duration: float, window: float, has_heads: bool) -> bool:
-    """Whether segments come from aligned words: greedy decoding of chunks (vad, or one window) by the fast path."""
+    """Whether segments come from aligned words: chunks (vad, or one window) decoded once each, without
+    timestamp tokens, by the fast path (greedy or beams)."""
     one_window = mode == "vad" or (mode == "sequential" and duration <= window)
-    return (options.segment_times == "aligned" and has_heads and one_window and options.num_beams == 1
-            and options.decoding == "auto")
+    return options.segment_times == "aligned" and has_heads and one_window and options.decoding == "auto"
 
 
 def prompt_ids(pipe, text: str):

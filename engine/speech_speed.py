@@ -1,4 +1,4 @@
-"""Speed levers for the fast Whisper path: int8 weights on a CPU, a batch sized from free GPU memory.
+"""Speed levers for the fast Whisper path: int8 and bfloat16 on a CPU, a batch sized from free GPU memory.
 
 Kept apart from engine.whisper_batch (the decoding loop) so each lever can be read, tested and
 turned off on its own; bench/README.md gives each one's speed and WER.
@@ -6,9 +6,11 @@ turned off on its own; bench/README.md gives each one's speed and WER.
 
 from __future__ import annotations
 
+import functools
 import threading
 import warnings
 import weakref
+from pathlib import Path
 
 import torch
 
@@ -34,6 +36,26 @@ def int8_applies(model) -> bool:
 def _has_int8_engine() -> bool:
     engines = torch.backends.quantized.supported_engines
     return any(e in engines for e in ("fbgemm", "x86", "qnnpack"))
+
+
+def bf16_applies(model) -> bool:
+    """bfloat16 autocast pays on a CPU with bfloat16 instructions only (elsewhere it is emulated, slower)."""
+    try:
+        param = next(model.parameters())
+    except (StopIteration, AttributeError):
+        return False
+    return param.device.type == "cpu" and param.dtype == torch.float32 and cpu_has_bf16()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this x86 CPU has AVX512-BF16 or AMX-BF16 (Linux's CPU flags; other systems: no)."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def int8_parts(model: torch.nn.Module) -> set[str]:

@@ -6,9 +6,11 @@ decoder runs one token per step over a preallocated (static) key/value cache, wi
 the cross-attention keys and values computed once per batch and the logits rules
 (suppressed tokens, timestamp pairs, minimum length) done as tensor operations. On a
 GPU each step is captured once as a CUDA graph and replayed. Greedy output is the
-same as the pipeline's; anything this path does not cover (beam search, sampling,
-word timestamps, non-Whisper models) goes through the pipeline itself. Prompts (generate's
-prompt_ids) are handled here too.
+same as the pipeline's. Beam search without timestamp tokens runs here too (OpenAI
+Whisper's and faster-whisper's search, a row's beams sharing its cross-attention); word
+times come from the alignment heads. Anything this path does not cover (beams with
+timestamp tokens, sampling, non-Whisper models) goes through the pipeline itself. Prompts
+(generate's prompt_ids) are handled here too.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ class DecodeOptions:
     attention: str = "sdpa"  # "sdpa" or "eager" (explicit softmax(q k^T) v)
     features_on_device: bool = True  # log-mel on the model's device instead of the CPU
     int8: bool = False  # int8 weights (torch dynamic quantization of nn.Linear; CPU float32 only)
+    bf16_encoder: bool = False  # the encoder under bfloat16 autocast (CPUs with bfloat16 instructions only)
     drop_finished: bool = True  # without a CUDA graph: rows that ended leave the batch between steps
 
 
@@ -122,7 +125,7 @@ def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8
         return _pipeline_path(pipe, chunks, batch_size, return_timestamps, generate_kwargs, progress,
                               should_stop)
     prompt = [int(t) for t in generate_kwargs.get("prompt_ids", ())]
-    generate_kwargs = rest
+    generate_kwargs = {"num_beams": _default_num_beams(pipe), **rest}
     model = pipe.model
     if options.int8:
         from engine.speech_speed import int8_applies, int8_model
@@ -159,8 +162,8 @@ def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8
 
 
 def fast_path_applies(pipe, chunks: Sequence[np.ndarray], return_timestamps, generate_kwargs: dict) -> bool:
-    """Whether transcribe_chunks can decode these itself (greedy Whisper; word times where the model has
-    alignment heads)."""
+    """Whether transcribe_chunks can decode these itself (Whisper: greedy, or beams without timestamp tokens;
+    word times where the model has alignment heads)."""
     model = getattr(pipe, "model", None)
     config = getattr(model, "config", None)
     if getattr(config, "model_type", None) != "whisper" or getattr(pipe, "feature_extractor", None) is None:
@@ -171,8 +174,9 @@ def fast_path_applies(pipe, chunks: Sequence[np.ndarray], return_timestamps, gen
         return False
     if set(generate_kwargs) - FAST_KWARGS:
         return False
-    if generate_kwargs.get("num_beams", _default_num_beams(pipe)) != 1 or generate_kwargs.get("do_sample", False):
-        return False
+    beams = generate_kwargs.get("num_beams", _default_num_beams(pipe))
+    if generate_kwargs.get("do_sample", False) or (beams != 1 and return_timestamps not in (False, None, "word")):
+        return False  # beams with timestamp tokens: the pipeline's
     n_samples = pipe.feature_extractor.n_samples
     return all(len(c) <= n_samples for c in chunks)
 
@@ -255,6 +259,7 @@ class _Plan:
     max_initial_timestamp: int | None
     suppress: tuple[int, ...]
     begin_suppress: tuple[int, ...]
+    beams: int = 1  # beam-search width; 1 = greedy
 
     @classmethod
     def build(cls, model, timestamps: bool, kwargs: dict) -> "_Plan":
@@ -282,6 +287,7 @@ class _Plan:
             timestamp_begin=(no_ts + 1) if no_ts is not None else cfg.vocab_size + 1,
             no_timestamps=no_ts, max_initial_timestamp=getattr(gc, "max_initial_timestamp_index", None),
             suppress=tuple(gc.suppress_tokens or ()), begin_suppress=tuple(gc.begin_suppress_tokens or ()),
+            beams=max(1, int(kwargs.get("num_beams") or 1)),
         )
 
 
@@ -364,6 +370,32 @@ class _StaticDecoder:
         self.values = encoded.new_zeros(shape)
         self.positions = torch.arange(max_len, device=encoded.device)
         self.scale = float(getattr(self.dec, "embed_scale", 1.0) or 1.0)
+        self.group = 1  # decoder rows per encoded row (beams): they share its cross-attention keys and values
+
+    def expand(self, group: int, length: int) -> None:
+        """Give every row `group` rows of its own self-attention cache (beams; its first `length` columns
+        copied, the rest left unwritten: beam steps read only the columns written), sharing its cross-attention."""
+        self.keep(torch.arange(self.batch, device=self.keys.device).repeat_interleave(group), length)
+        self.group *= group
+
+    def keep(self, sources: torch.Tensor, length: int, rows: torch.Tensor | None = None) -> None:
+        """Beam search's reorder: decoder row r goes on from row sources[r]'s first `length` cache columns;
+        with `rows` (encoded rows to keep, in order), the cross-attention keeps only those."""
+        if rows is not None:
+            self.cross = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.cross]
+        if rows is not None or sources.numel() != self.batch:  # fewer rows: new caches, the used columns copied
+            def gathered(cache: torch.Tensor) -> torch.Tensor:
+                new = cache.new_empty((cache.shape[0], sources.numel(), *cache.shape[2:]))  # read up to `length`
+                new[:, :, :, :length] = cache[:, sources, :, :length]
+                return new
+
+            self.keys, self.values = gathered(self.keys), gathered(self.values)
+            self.batch = int(sources.numel())
+            return
+        moved = (sources != torch.arange(self.batch, device=sources.device)).nonzero()[:, 0]
+        if moved.numel():  # only the rows that go on from another row's cache are copied
+            for cache in (self.keys, self.values):
+                cache[:, moved, :, :length] = cache[:, sources[moved], :, :length]
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.shape[0], -1, self.heads, self.head_dim).transpose(1, 2).contiguous()
@@ -376,9 +408,14 @@ class _StaticDecoder:
             scores = scores.masked_fill(~mask, float("-inf"))
         return scores.softmax(dim=-1) @ v
 
-    def step(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
-        """Logits (float32) for the next token after `tokens` at cache column `pos` (a 0-d tensor)."""
+    def step(self, tokens: torch.Tensor, pos: torch.Tensor, upto: int | None = None) -> torch.Tensor:
+        """Logits (float32) for the next token after `tokens` at cache column `pos` (a 0-d tensor).
+
+        upto (pos + 1, known on the host) attends to those columns only, with no mask: fewer bytes read
+        per step than the whole static cache under a mask, which a CUDA graph's fixed shapes need."""
         at = pos.view(1)
+        if upto is not None:
+            return self._forward(tokens[:, None], at, None, upto)
         return self._forward(tokens[:, None], at, (self.positions <= pos)[None, :])
 
     def prefill(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -416,7 +453,14 @@ class _StaticDecoder:
             ca = layer.encoder_attn
             x = layer.encoder_attn_layer_norm(h)
             q = ca.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
-            a = self._attend(q, *self.cross[i])
+            if self.group > 1:  # a row's beams are more queries against its one set of keys and values
+                g = self.group
+                grouped = q.reshape(b // g, g, self.heads, t, self.head_dim).transpose(1, 2)
+                a = self._attend(grouped.reshape(b // g, self.heads, g * t, self.head_dim), *self.cross[i])
+                a = a.view(b // g, self.heads, g, t, self.head_dim).transpose(1, 2).reshape(b, self.heads, t,
+                                                                                          self.head_dim)
+            else:
+                a = self._attend(q, *self.cross[i])
             for layer_head in heads:
                 if layer_head[0] == i and found is not None:
                     k = self.cross[i][0][:, layer_head[1]]
@@ -523,6 +567,11 @@ def _decode_features(model, features: torch.Tensor, plan: _Plan, options: Decode
     the (start, end) seconds of its text tokens (engine.whisper_align); lengths: each row's feature frames."""
     frames = features.shape[-1]
     encoder = model.get_encoder()
+    bf16 = False
+    if options.bf16_encoder:
+        from engine.speech_speed import bf16_applies
+
+        bf16 = bf16_applies(model)
     stride = encoder.conv1.stride[0] * encoder.conv2.stride[0]
     seek = [0] * features.shape[0]
     kept: list[list[int]] = [[] for _ in seek]
@@ -540,7 +589,10 @@ def _decode_features(model, features: torch.Tensor, plan: _Plan, options: Decode
         align = None
         if words and not plan.timestamps:
             align = (words, [max(1, (lengths[i] if lengths else frames) // stride) for i in active], word_times)
-        rows = _greedy(model, encoder(window).last_hidden_state, plan, options, should_stop, watch, stride,
+        search = _beam if plan.beams > 1 and not plan.timestamps else _greedy
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # matmuls and convolutions in bf16
+            encoded = encoder(window).last_hidden_state.to(features.dtype)
+        rows = search(model, encoded, plan, options, should_stop, watch, stride,
                        prompt if all(seek[i] == 0 for i in active) else (), align)
         still = []
         for i, row in zip(active, rows):
@@ -553,18 +605,10 @@ def _decode_features(model, features: torch.Tensor, plan: _Plan, options: Decode
     return kept
 
 
-def _greedy(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
-            should_stop: ShouldStop | None = None, watch: Callable[[list[float]], Any] | None = None,
-            stride: int = 2, prompt_ids: Sequence[int] = (),
-            align: tuple[Sequence[tuple[int, int]], Sequence[int], list] | None = None) -> list[list[int]]:
-    """Generated token ids per row (after the start tokens), pad-filled after end of text.
-
-    prompt_ids: tokens put before the start tokens of every row (generate's prompt_ids: <|startofprev|> and
-    text; its last max_target_positions // 2 - 1 text tokens are kept, as generate keeps them).
-    should_stop() is asked before every step (a host-side call: nothing waits for the device);
-    watch(frames reached per row) is called every _CHECK_EVERY steps, where the loop looks anyway.
-    align = (alignment heads, encoder frames of real audio per row, a list): the list receives per row
-    the (start, end) seconds of each text token, from the cross-attention of one more decoder pass."""
+def _start(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions, prompt_ids: Sequence[int],
+           ) -> tuple["_StaticDecoder", torch.Tensor, int, int]:
+    """A decoder over `encoded` that has read every start token but the last (which the first step feeds):
+    (decoder, the start tokens per row [batch, prefix] with any detected language filled in, prefix, steps)."""
     dev = encoded.device
     b = encoded.shape[0]
     init = list(plan.init_tokens)
@@ -585,6 +629,23 @@ def _greedy(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
             prompt[:, i] = logits.masked_fill(~allowed, float("-inf")).argmax(dim=-1)
         if i < prefix - 1:
             logits = decoder.step(prompt[:, i], torch.tensor(i, device=dev))
+    return decoder, prompt, prefix, steps
+
+
+def _greedy(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
+            should_stop: ShouldStop | None = None, watch: Callable[[list[float]], Any] | None = None,
+            stride: int = 2, prompt_ids: Sequence[int] = (),
+            align: tuple[Sequence[tuple[int, int]], Sequence[int], list] | None = None) -> list[list[int]]:
+    """Generated token ids per row (after the start tokens), pad-filled after end of text.
+
+    prompt_ids: tokens put before the start tokens of every row (generate's prompt_ids: <|startofprev|> and
+    text; its last max_target_positions // 2 - 1 text tokens are kept, as generate keeps them).
+    should_stop() is asked before every step (a host-side call: nothing waits for the device);
+    watch(frames reached per row) is called every _CHECK_EVERY steps, where the loop looks anyway.
+    align = (alignment heads, encoder frames of real audio per row, a list): the list receives per row
+    the (start, end) seconds of each text token, from the cross-attention of one more decoder pass."""
+    decoder, prompt, prefix, steps = _start(model, encoded, plan, options, prompt_ids)
+    dev, b = encoded.device, encoded.shape[0]
     cross = decoder.cross  # dropping ended rows replaces the list; the alignment pass reads every row's
     loop = _Loop(decoder, replace(plan, steps=steps), prefix - 1, prompt[:, -1])
     run = loop.step
@@ -623,6 +684,92 @@ def _greedy(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
     out = done_out.cpu().tolist()
     if align is not None:
         del run, loop, decoder  # its caches (and a CUDA graph's pool) go before the alignment pass makes its own
+        heads, frames_per_row, times = align
+        times.extend(_token_times(model, encoded, cross, prompt, out, plan, heads, frames_per_row, options))
+    return out
+
+
+def _beam(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
+          should_stop: ShouldStop | None = None, watch: Callable[[list[float]], Any] | None = None,
+          stride: int = 2, prompt_ids: Sequence[int] = (),
+          align: tuple[Sequence[tuple[int, int]], Sequence[int], list] | None = None) -> list[list[int]]:
+    """Beam search, plan.beams wide, without timestamp tokens: per row the best text's ids and end of text.
+
+    The search of OpenAI Whisper and faster-whisper (patience 1, no length penalty): each step the live
+    beams' continuations are ranked by summed log-probability; those that end the text, ranked above the
+    plan.beams-th that does not, join the row's finished texts, and the plan.beams best others go on. A row
+    is done with plan.beams finished texts (else, at the step limit, its live beams fill them up); the one
+    with the highest log-probability per token wins. Arguments as _greedy's (a row's beams share its
+    cross-attention keys and values); rows that are done leave the batch."""
+    k, neg = plan.beams, float("-inf")
+    decoder, prompt, prefix, steps = _start(model, encoded, plan, options, prompt_ids)
+    dev, b = encoded.device, encoded.shape[0]
+    cross = decoder.cross  # the alignment pass reads every row's, before any leaves the batch
+    decoder.expand(k, prefix - 1)
+    ids = torch.arange(model.config.vocab_size, device=dev)
+    suppress = torch.isin(ids, torch.tensor(plan.suppress or [-1], device=dev))
+    first = suppress | torch.isin(ids, torch.tensor(plan.begin_suppress or [-1], device=dev))
+    is_eos = ids == plan.eos
+    live = list(range(b))  # the rows still searching, in the decoder's order (k decoder rows each)
+    seqs: list[list[list[int]]] = [[[]] * k for _ in range(b)]  # per row, per beam: the tokens so far
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]  # per row: (summed log-prob, tokens)
+    scores = torch.full((b, k), neg, device=dev)
+    scores[:, 0] = 0.0  # the beams start as one
+    tokens = prompt[:, -1].repeat_interleave(k)
+    for n in range(steps):
+        check_stop(should_stop)
+        logits = decoder.step(tokens, torch.tensor(prefix - 1 + n, device=dev), prefix + n)
+        forbid = first if n == 0 else suppress
+        if n < plan.min_new_tokens:
+            forbid = forbid | is_eos
+        logits = logits.masked_fill_(forbid, neg)
+        # Each beam's k + 1 best continuations hold the row's k best that do not end the text (OpenAI's way):
+        # no log-softmax over the whole vocabulary is written, only its normaliser read.
+        best, token_ids = logits.topk(k + 1, dim=-1)
+        total = (best - logits.logsumexp(dim=-1, keepdim=True) + scores.view(-1, 1)).view(len(live), -1)
+        order = total.argsort(dim=-1, descending=True)
+        top, where = total.gather(1, order).tolist(), token_ids.view(len(live), -1).gather(1, order).tolist()
+        sources, nxt, kept, still = [], [], [], []
+        for j, row in enumerate(live):
+            chosen: list[tuple[float, int, int]] = []
+            for score, rank, token in zip(top[j], order[j].tolist(), where[j]):
+                if score == neg or len(chosen) == k:
+                    break
+                beam = rank // (k + 1)
+                if token == plan.eos:
+                    if len(finished[row]) < k:
+                        finished[row].append((score, seqs[row][beam]))
+                else:
+                    chosen.append((score, beam, token))
+            if len(finished[row]) >= k or not chosen:
+                continue
+            chosen += [(neg, *chosen[0][1:])] * (k - len(chosen))  # too few live continuations: dead copies
+            seqs[row] = [seqs[row][beam] + [token] for _, beam, token in chosen]
+            sources += [j * k + beam for _, beam, _ in chosen]
+            nxt += [token for _, _, token in chosen]
+            kept += [score for score, _, _ in chosen]
+            still.append(j)
+        if len(still) < len(live):
+            live = [live[j] for j in still]
+            if not live:
+                break
+            decoder.keep(torch.tensor(sources, device=dev), prefix + n, torch.tensor(still, device=dev))
+        else:
+            decoder.keep(torch.tensor(sources, device=dev), prefix + n)
+        tokens = torch.tensor(nxt, device=dev)
+        scores = torch.tensor(kept, device=dev).view(len(live), k)
+        if watch is not None and (n + 1) % _CHECK_EVERY == 0:
+            at = [float(encoded.shape[1] * stride)] * b
+            for row in live:
+                at[row] = (n + 1) * TOKEN_SECONDS * _FRAMES_PER_SECOND
+            watch(at)
+    for j, row in enumerate(live):  # the step limit: the live beams fill up the finished texts, best first
+        ranked = sorted(zip(scores[j].tolist(), seqs[row]), key=lambda x: -x[0])
+        finished[row] += ranked[: k - len(finished[row])]
+    out = [list(max(texts, key=lambda x: x[0] / max(1, len(x[1])))[1]) + [plan.eos] if texts else [plan.eos]
+           for texts in finished]
+    if align is not None:
+        del decoder
         heads, frames_per_row, times = align
         times.extend(_token_times(model, encoded, cross, prompt, out, plan, heads, frames_per_row, options))
     return out

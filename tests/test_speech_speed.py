@@ -104,6 +104,83 @@ def test_speech_int8_is_a_flag_on_by_default():
     assert settings_from_args(parser.parse_args(["--speech-int8"]), env={"STUDIO_SPEECH_INT8": "0"}).speech_int8
 
 
+# --- bfloat16 encoder ----------------------------------------------------------------------------
+
+def test_bf16_is_used_only_where_the_cpu_has_bfloat16_instructions(tmp_path, tiny_model):
+    with_bf16, without = tmp_path / "with", tmp_path / "without"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+    assert speech_speed.cpu_has_bf16.__wrapped__(str(with_bf16)) is True
+    assert speech_speed.cpu_has_bf16.__wrapped__(str(without)) is False
+    assert speech_speed.cpu_has_bf16.__wrapped__(str(tmp_path / "missing")) is False
+    from transformers import WhisperForConditionalGeneration
+
+    model = WhisperForConditionalGeneration.from_pretrained(tiny_model("whisper_en"))
+    assert speech_speed.bf16_applies(model) is speech_speed.cpu_has_bf16()
+    assert not speech_speed.bf16_applies(model.to(torch.float16))
+
+
+def encoder_dtypes(model, monkeypatch, has_bf16=True):
+    """Records, per encoder pass, the autocast dtype it ran under (False: none); pretends the CPU has it (autocast
+    works on any CPU, only slower without the instructions)."""
+    seen = []
+    monkeypatch.setattr(speech_speed, "cpu_has_bf16", lambda: has_bf16)
+    hook = model.get_encoder().register_forward_hook(
+        lambda *_: seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu")))
+    return seen, hook
+
+
+@needs_real_whisper
+def test_bf16_encoder_transcript_of_the_real_model_reads_the_example(real, example, monkeypatch):
+    seen, hook = encoder_dtypes(real.model, monkeypatch)
+    try:
+        fp32 = transcribe(real, example, TranscribeOptions(int8=False, bf16=False))
+        assert seen and not any(seen)
+        seen.clear()
+        bf16 = transcribe(real, example, TranscribeOptions(int8=False, bf16=True))
+        assert seen and all(d == torch.bfloat16 for d in seen)  # every pass under autocast
+    finally:
+        hook.remove()
+    assert "pipeline studio" in bf16.text.lower() and "subtitles" in bf16.text.lower()
+    assert wer(fp32.text, bf16.text) <= 0.1, (fp32.text, bf16.text)
+    starts = sorted(s.start for s in fp32.segments)
+    assert len(bf16.segments) >= 6
+    for seg in bf16.segments:
+        assert min(abs(seg.start - s) for s in starts) <= 0.3
+
+
+def test_bf16_follows_the_registry_flag_and_never_runs_without_the_instructions(tiny_model, monkeypatch):
+    from engine.registry import PipelineRegistry
+    from engine.settings import Settings
+    from engine.speech import SPEECH_BF16_ATTR, _decode_options
+
+    noise = (np.random.default_rng(0).standard_normal(4 * RATE) * 0.1).astype(np.float32)
+    for flag in (False, True):
+        registry = PipelineRegistry(Settings.from_env(env={}, device="cpu", offline=True, speech_bf16=flag,
+                                                      asr_model=str(tiny_model("whisper_en"))))
+        pipe = registry.get("automatic-speech-recognition")
+        assert getattr(pipe, SPEECH_BF16_ATTR) is flag
+        assert _decode_options(pipe, TranscribeOptions()).bf16_encoder is flag
+        assert _decode_options(pipe, TranscribeOptions(bf16=not flag)).bf16_encoder is (not flag)
+        for has_bf16 in (True, False):
+            seen, hook = encoder_dtypes(pipe.model, monkeypatch, has_bf16)
+            try:
+                transcribe_chunks(pipe, [noise], generate_kwargs={**GREEDY, "max_new_tokens": 4},
+                                  options=_decode_options(pipe, TranscribeOptions(int8=False)))
+            finally:
+                hook.remove()
+            assert seen and set(seen) == {torch.bfloat16 if flag and has_bf16 else False}
+
+
+def test_speech_bf16_is_a_flag_on_by_default():
+    from engine.cli import build_parser, settings_from_args
+
+    parser = build_parser()
+    assert settings_from_args(parser.parse_args([]), env={}).speech_bf16 is True
+    assert settings_from_args(parser.parse_args(["--no-speech-bf16"]), env={}).speech_bf16 is False
+    assert settings_from_args(parser.parse_args([]), env={"STUDIO_SPEECH_BF16": "0"}).speech_bf16 is False
+
+
 # --- ended rows leave the batch ----------------------------------------------------------------
 
 @needs_real_whisper

@@ -195,7 +195,7 @@ def test_cancel_reaches_the_pipeline_path_between_generate_steps(tiny_en):
     hook = tiny_en.model.get_decoder().register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
     try:
         with pytest.raises(Cancelled):
-            transcribe_chunks(tiny_en, [noise(5.0, i) for i in range(4)], batch_size=2,
+            transcribe_chunks(tiny_en, [noise(5.0, i) for i in range(4)], batch_size=2, return_timestamps=True,
                               generate_kwargs={"num_beams": 2, "min_new_tokens": 100, "max_new_tokens": 100},
                               should_stop=lambda: calls[0] >= 5)
     finally:
@@ -205,16 +205,20 @@ def test_cancel_reaches_the_pipeline_path_between_generate_steps(tiny_en):
 
 # --- what goes through the pipeline instead ------------------------------------------------------
 
-def test_beam_search_and_the_pipelines_default_beams_take_the_pipeline_path(tiny_en):
+def test_beams_with_timestamp_tokens_and_the_pipelines_default_beams_take_the_pipeline_path(tiny_en):
     chunks = [noise(2.0, 3)]
     assert fast_path_applies(tiny_en, chunks, True, GREEDY)
-    # transformers 5's ASR pipeline uses 5 beams unless told otherwise: so must we.
+    # transformers 5's ASR pipeline uses 5 beams unless told otherwise: so must we, and with timestamp
+    # tokens that is the pipeline's beam search.
     assert not fast_path_applies(tiny_en, chunks, True, {})
     assert fast_path_applies(tiny_en, chunks, "word", GREEDY)  # word times by alignment (test below)
     assert not fast_path_applies(tiny_en, [noise(31.0, 4)], True, GREEDY)
     beams = {"num_beams": 2, "max_new_tokens": 6}
-    assert transcribe_chunks(tiny_en, chunks, batch_size=1, generate_kwargs=beams) == reference(
-        tiny_en, chunks, False, beams)
+    assert not fast_path_applies(tiny_en, chunks, True, beams)
+    assert fast_path_applies(tiny_en, chunks, False, beams) and fast_path_applies(tiny_en, chunks, "word", beams)
+    assert fast_path_applies(tiny_en, chunks, False, {})  # the default 5 beams, searched here
+    assert transcribe_chunks(tiny_en, chunks, batch_size=1, return_timestamps=True, generate_kwargs=beams) == \
+        reference(tiny_en, chunks, True, beams)
 
 
 def test_empty_input_gives_no_output(tiny_en):
@@ -270,3 +274,89 @@ def test_a_prompt_gives_the_pipelines_output_with_prompt_ids():
         plain = transcribe_chunks(pipe, chunks, batch_size=2, return_timestamps=timestamps, generate_kwargs=GREEDY)
         assert got != plain  # "basket" where it heard "mask it" without the prompt
 
+
+
+# --- beam search without timestamp tokens ---------------------------------------------------------
+
+def plain_beam_search(model, encoded_row, init, plan, beams):
+    """OpenAI Whisper's beam search (patience 1, no length penalty), each step a full decoder pass per beam:
+    what the cached, batched search must give."""
+    neg = float("-inf")
+    live, finished = [([], 0.0)], []
+    for n in range(plan.steps):
+        candidates = []
+        for tokens, score in live:
+            ids = torch.tensor([list(init) + tokens])
+            hidden = model.model.decoder(input_ids=ids, encoder_hidden_states=encoded_row[None]).last_hidden_state
+            logits = model.proj_out(hidden[0, -1]).float()
+            logits[list(plan.suppress)] = neg
+            if n == 0:
+                logits[list(plan.begin_suppress)] = neg
+            top = logits.log_softmax(-1).topk(beams + 1)
+            candidates += [(score + lp, tokens + [t]) for lp, t in zip(top.values.tolist(), top.indices.tolist())]
+        live = []
+        for score, tokens in sorted(candidates, key=lambda c: -c[0]):
+            if tokens[-1] == plan.eos:
+                if len(finished) < beams:
+                    finished.append((score, tokens[:-1]))
+            else:
+                live.append((tokens, score))
+                if len(live) == beams:
+                    break
+        if len(finished) >= beams:
+            break
+    finished += sorted(((s, t) for t, s in live), key=lambda f: -f[0])[: beams - len(finished)]
+    return max(finished, key=lambda f: f[0] / max(1, len(f[1])))[1] + [plan.eos]
+
+
+@needs_speech
+def test_beam_search_gives_the_plain_search_for_every_row_of_a_batch():
+    """Rows end at different steps and leave the batch; beams share their row's cross-attention: each row
+    must still get exactly what a plain search over full decoder passes gives."""
+    pipe = asr_pipeline(WHISPER_TINY_EN)
+    model = pipe.model
+    chunks = spoken_chunks("The quick brown fox jumps over the lazy dog.",
+                           "Pipelines make speech recognition easy to use.", 1.0) + [noise(1.0, 9)]
+    plan = wb._Plan.build(model, False, {"num_beams": 4, "max_new_tokens": 40})
+    with torch.inference_mode():
+        encoded = model.get_encoder()(log_mel(pipe.feature_extractor, chunks, "cpu")).last_hidden_state
+        got = wb._beam(model, encoded, plan, DecodeOptions())
+        expected = [plain_beam_search(model, encoded[i], plan.init_tokens, plan, 4) for i in range(len(chunks))]
+    assert got == expected
+    texts = [pipe.tokenizer.decode(row, skip_special_tokens=True) for row in got]
+    assert "quick brown fox" in texts[0] and "easy to use" in texts[1] and "lazy dog" in texts[1]
+    assert len({len(row) for row in got}) == 3  # they did end at different steps
+
+
+@needs_speech
+def test_beams_read_the_speech_with_word_times_and_a_row_decodes_as_it_would_alone():
+    from tests.test_speech_synth import make_speech
+
+    pipe = asr_pipeline(WHISPER_TINY_EN)
+    speech = make_speech(["The quick brown fox jumps over the lazy dog.", "Shall we meet at the station at noon?",
+                          "The old bridge over the river was repaired."], pauses=[1.2, 0.6], lead=0.7)
+    beams = {"num_beams": 5}
+    (plain,) = transcribe_chunks(pipe, [speech.audio], batch_size=1, generate_kwargs=beams)
+    (got,) = transcribe_chunks(pipe, [speech.audio], batch_size=1, return_timestamps="word", generate_kwargs=beams)
+    assert got["text"] == plain["text"] and "over the lazy" in got["text"] and "station" in got["text"]
+    for word, sentence in (("lazy", 0), ("station", 1), ("bridge", 2), ("river", 2)):
+        start, end = next(w["timestamp"] for w in got["chunks"] if word in w["text"])
+        assert speech.starts[sentence] <= start < end <= speech.ends[sentence] + 0.1, (word, start, end)
+    together = transcribe_chunks(pipe, [speech.audio[: 4 * RATE], speech.audio], batch_size=2,
+                                 return_timestamps="word", generate_kwargs=beams)
+    assert together[1] == got
+
+
+def test_beam_search_is_cancelled_between_steps_and_reports_progress(tiny_en, monkeypatch):
+    spy = CountSteps(monkeypatch, tiny_en.model)
+    with pytest.raises(Cancelled):
+        transcribe_chunks(tiny_en, [noise(5.0, i) for i in range(4)], batch_size=2,
+                          generate_kwargs={"num_beams": 3, "min_new_tokens": 100, "max_new_tokens": 100},
+                          should_stop=lambda: spy.steps >= 25)
+    assert spy.steps == 25 and spy.encodes == 1
+    seen = []
+    transcribe_chunks(tiny_en, [noise(20.0, i) for i in range(3)], batch_size=8,
+                      generate_kwargs={"num_beams": 3, "min_new_tokens": 60, "max_new_tokens": 60},
+                      progress=lambda done, total: seen.append(done))
+    assert seen[:2] == [pytest.approx(3 * 16 * TOKEN_SECONDS), pytest.approx(3 * 32 * TOKEN_SECONDS)]
+    assert seen == sorted(seen) and seen[-1] == pytest.approx(60.0)
