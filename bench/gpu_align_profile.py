@@ -27,7 +27,7 @@ def main() -> None:
     clip = read_wav(assets / "speech.wav")
     n = 30 * 60 * RATE
     audio = np.tile(clip, -(-n // clip.size))[:n].copy()
-    chunks = [audio[s:e] for s, e in speech_chunks(audio, RATE)]
+    chunks = [c.audio(audio) for c in speech_chunks(audio, RATE)]
     gk = {"num_beams": 1, "min_new_tokens": 100, "max_new_tokens": 100}
     spent: dict[str, float] = {}
 

@@ -165,8 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
     bench.sync()
     vad = silero_vad()
     ranges = speech_chunks(audio, RATE)
-    chunks = [audio[s:e] for s, e in ranges]
-    speech_s = sum(e - s for s, e in ranges) / RATE
+    chunks = [c.audio(audio) for c in ranges]
+    speech_s = sum(c.samples for c in ranges) / RATE
     common = dict(vad_chunks=len(chunks), pipeline_windows=_window_count(audio_s))
 
     # 0. The Speech tab's defaults, through engine.speech.transcribe, and the raw pipeline with and

@@ -28,7 +28,7 @@ from bench.common import RESULTS, ROOT, machine, write_result  # noqa: E402
 from bench.speech_audio import RATE, recording, sentence_starts, wer  # noqa: E402
 
 ROWS = "app_default,fw_batched,fw_sequential,app_float32"
-ONCE = "app_token_times,app_float32_token_times,fw_batched_greedy,raw_ts,raw_nots"
+ONCE = "app_greedy,app_no_bf16,app_greedy_float32,app_token_times,app_float32_token_times,fw_batched_greedy,raw_ts,raw_nots"
 
 
 def start_error(truth: list[float], starts: list[float]) -> float | None:

@@ -91,13 +91,18 @@ def faster_whisper(batched: bool, beam_size: int):
 
 CONFIGS = {
     "app_default": (lambda: app({}), "engine.speech.transcribe, the Speech tab's defaults (vad, batch 8, "
-                                     "int8 decoder, aligned word times)"),
-    "app_float32": (lambda: app({"int8": False}), "the same in float32 (--no-speech-int8)"),
+                                     "5 beams, int8 decoder, bfloat16 encoder, aligned word times)"),
+    "app_float32": (lambda: app({"int8": False, "bf16": False}),
+                    "the same in float32 (--no-speech-int8 --no-speech-bf16)"),
+    "app_no_bf16": (lambda: app({"bf16": False}), "the defaults with a float32 encoder (--no-speech-bf16)"),
+    "app_greedy": (lambda: app({"num_beams": 1}), "the defaults, greedy (beams 1)"),
+    "app_greedy_float32": (lambda: app({"num_beams": 1, "int8": False, "bf16": False}),
+                           "greedy in float32"),
     "app_int8": (lambda: app({"int8": True}), "the same with int8 weights (--speech-int8)"),
     "app_token_times": (lambda: app({"segment_times": "tokens"}),
-                        "the defaults with segment_times='tokens' (Whisper's timestamp tokens, as before 2026-12-02)"),
-    "app_float32_token_times": (lambda: app({"segment_times": "tokens", "int8": False}),
-                                "float32 and timestamp tokens: the defaults before 2026-12-02"),
+                        "segment_times='tokens' (Whisper's timestamp tokens; greedy, as auto beams are there)"),
+    "app_float32_token_times": (lambda: app({"segment_times": "tokens", "int8": False, "bf16": False}),
+                                "float32, greedy, timestamp tokens: the defaults before 2026-12-02"),
     "app_pipeline_batches": (lambda: app({"decoding": "pipeline", "int8": False}),
                              "vad chunks, the transformers pipeline per batch of 8 (decoding='pipeline')"),
     "raw_ts": (lambda: raw(True), "pipeline(chunk_length_s=30, batch_size=8, return_timestamps=True, greedy)"),

@@ -124,7 +124,7 @@ def transcribe_many(pipe, audios: Sequence[np.ndarray], options: TranscribeOptio
         call, level = speech._call_kwargs(pipe, options, "vad", duration, window, notes)
         found, ranges = ([], []) if is_silent(audio) else speech_regions_and_chunks(audio, rate, max_chunk_s=window)
         plans.append((duration, notes, call, level, found, ranges, len(chunks), is_silent(audio)))
-        chunks += [audio[s:e] for s, e in ranges]
+        chunks += [c.audio(audio) for c in ranges]
     call = next((p[2] for p in plans), {})  # the same for every file: it depends on the options alone in vad mode
     # As one file's chunks go: the fast path or the pipeline, --speech-int8, the batch from free GPU memory.
     outputs = speech._run_chunks(pipe, chunks, call, options.batch_size, progress, should_stop,
@@ -140,8 +140,8 @@ def transcribe_many(pipe, audios: Sequence[np.ndarray], options: TranscribeOptio
         text = " ".join(t for t in (str(o.get("text", "")).strip() for o in mine) if t)
         segments: tuple[Segment, ...] = ()
         if level and options.timestamps != "none":
-            segments = speech.stitch(mine, [s / rate for s, _ in ranges], [e / rate for _, e in ranges], duration,
-                                     level, [(s / rate, e / rate) for s, e in found])
+            segments = speech.stitch(mine, [c.seconds(rate) for c in ranges], duration, level,
+                                     [(s / rate, e / rate) for s, e in found])
             if options.timestamps != "words":
                 segments = tuple(Segment(s.start, s.end, s.text) for s in segments)
         if not text:

@@ -201,7 +201,8 @@ class LiveSession:
         # Pieces are short: decoded as file mode's vad chunks are (engine.whisper_batch for greedy Whisper).
         o = self.transcribe_options  # the live view shows every utterance's times: at least segments
         return TranscribeOptions(timestamps="segments" if o.timestamps == "none" else o.timestamps, mode="vad",
-                                 batch_size=1, num_beams=o.num_beams, language=o.language, task=o.task,
+                                 batch_size=1, num_beams=o.num_beams or 1,  # auto: greedy (latency)
+                                 language=o.language, task=o.task,
                                  generate_kwargs=o.generate_kwargs, prompt=o.prompt,
                                  int8=o.int8, bf16=o.bf16, segment_times=o.segment_times)
 

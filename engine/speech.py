@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 import math
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,11 @@ DECODINGS = ("auto", "pipeline")
 SEGMENT_TIMES = ("aligned", "tokens")
 TASKS = ("transcribe", "translate")
 MAX_BEAMS = 8
+# num_beams=None (auto): this many beams where engine.whisper_batch searches them on a CPU (vad chunks or one
+# window, no timestamp tokens), else greedy. On the bench's 2 cores 5 beams cut WER from 7.2% to 5.6% and still
+# beat faster-whisper's batched pipeline; on a GPU the greedy step runs as a CUDA graph and beams do not
+# (bench/README.md section 3).
+CPU_BEAMS = 5
 MAX_PROMPT_CHARS = 1000  # Whisper reads at most 223 prompt tokens; longer text keeps its end
 DEFAULT_WINDOW_S = 30.0
 # How words are grouped into subtitle-sized segments when the model gives only words.
@@ -79,7 +85,7 @@ class TranscribeOptions:
     timestamps: str = "segments"  # none | segments | words
     mode: str = "auto"  # auto | sequential | chunked | vad ; auto = vad when longer than one window
     batch_size: int = 8
-    num_beams: int = 1  # greedy: transformers 5's pipeline would otherwise do 5 beams
+    num_beams: int | None = None  # None: auto (CPU_BEAMS on a CPU where the fast path searches them, else 1)
     language: str | None = None
     task: str = "transcribe"
     generate_kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
@@ -99,8 +105,10 @@ class TranscribeOptions:
                 raise InputError(f"{name} {value!r} is not known; choose one of {', '.join(allowed)}.")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise InputError(f"batch size must be a whole number of at least 1, not {self.batch_size!r}.")
-        if not isinstance(self.num_beams, int) or not 1 <= self.num_beams <= MAX_BEAMS:
-            raise InputError(f"beams must be a whole number from 1 to {MAX_BEAMS}, not {self.num_beams!r}.")
+        if self.num_beams is not None and (not isinstance(self.num_beams, int) or isinstance(self.num_beams, bool)
+                                           or not 1 <= self.num_beams <= MAX_BEAMS):
+            raise InputError(f"beams must be a whole number from 1 to {MAX_BEAMS} (or none: auto), "
+                             f"not {self.num_beams!r}.")
         if not isinstance(self.prompt, str) or len(self.prompt) > MAX_PROMPT_CHARS:
             raise InputError(f"The prompt must be text of at most {MAX_PROMPT_CHARS} characters "
                              f"(the model reads about 220 words of it).")
@@ -169,14 +177,14 @@ def transcribe(pipe, audio: np.ndarray, options: TranscribeOptions = TranscribeO
         return empty("The audio is silent: " + NO_SPEECH)
     regions: list[tuple[float, float]] = []
     if mode == "vad":
-        found, ranges = speech_regions_and_chunks(audio, rate, max_chunk_s=window)
+        found, chunks = speech_regions_and_chunks(audio, rate, max_chunk_s=window)
         check_stop(should_stop)
-        if not ranges:
+        if not chunks:
             return empty(NO_SPEECH)
         regions = [(s / rate, e / rate) for s, e in found]
-        outputs = _run_chunks(pipe, [audio[s:e] for s, e in ranges], call, options.batch_size, progress,
+        outputs = _run_chunks(pipe, [c.audio(audio) for c in chunks], call, options.batch_size, progress,
                               should_stop, options)
-        starts, ends = [s / rate for s, _ in ranges], [e / rate for _, e in ranges]
+        spans = [c.seconds(rate) for c in chunks]
     else:
         if level and options.timestamps != "none":
             # The model's own times are refined with the VAD's here too (cheap next to the model).
@@ -204,11 +212,11 @@ def transcribe(pipe, audio: np.ndarray, options: TranscribeOptions = TranscribeO
             check_stop(should_stop)
             outputs = [pipe(audio.copy(), **call)]
         meter.finish([0])
-        starts, ends = [0.0], [duration]
+        spans = [((0.0, duration),)]
     text = " ".join(t for t in (str(o.get("text", "")).strip() for o in outputs) if t)
     segments: tuple[Segment, ...] = ()
     if level and options.timestamps != "none":
-        segments = stitch(outputs, starts, ends, duration, level, regions)
+        segments = stitch(outputs, spans, duration, level, regions)
         if options.timestamps != "words":
             segments = tuple(Segment(s.start, s.end, s.text) for s in segments)
     if not text:
@@ -228,7 +236,7 @@ def _run_chunks(pipe, chunks: Sequence[np.ndarray], call: Mapping[str, Any], bat
     from engine.whisper_batch import _pipeline_path, transcribe_chunks
 
     if progress:
-        progress(0.0, sum(len(c) for c in chunks) / pipe.feature_extractor.sampling_rate)
+        progress(0.0, sum(len(c) / pipe.feature_extractor.sampling_rate for c in chunks))  # as AudioMeter sums
     timestamps, generate = call.get("return_timestamps", False), call.get("generate_kwargs")
     if options.decoding == "pipeline" or (timestamps == "word" and options.segment_times == "tokens"):
         # (The fast path's word times come without timestamp tokens; "tokens" asks for the pipeline's, with them.)
@@ -290,7 +298,10 @@ def _call_kwargs(pipe, options: TranscribeOptions, mode: str, duration: float, w
         elif want == "segments" or (mode == "sequential" and duration > window):
             # Whisper's own long-form decoding needs timestamps even when none are shown.
             call["return_timestamps"], level = True, "segment"
-        generate: dict[str, Any] = {"num_beams": options.num_beams}
+        beams = options.num_beams
+        if beams is None:
+            beams = auto_beams(pipe, options, mode, duration, window, call.get("return_timestamps", False))
+        generate: dict[str, Any] = {"num_beams": beams}
         if options.prompt.strip():
             generate["prompt_ids"] = prompt_ids(pipe, options.prompt)
         if getattr(gen, "is_multilingual", False):
@@ -309,8 +320,20 @@ def _call_kwargs(pipe, options: TranscribeOptions, mode: str, duration: float, w
         if want != "none":
             notes.append("This model gives no timestamps; only the text is shown.")
         if pipe.model.can_generate():
-            call["generate_kwargs"] = {"num_beams": options.num_beams, **options.generate_kwargs}
+            call["generate_kwargs"] = {"num_beams": options.num_beams or 1, **options.generate_kwargs}
     return call, level
+
+
+def auto_beams(pipe, options: TranscribeOptions, mode: str, duration: float, window: float,
+               return_timestamps: bool | str) -> int:
+    """What num_beams=None means for a Whisper pipeline: CPU_BEAMS where engine.whisper_batch's beam search
+    runs on a CPU (chunks decoded once each, vad or one window, without timestamp tokens), else 1 (greedy):
+    the pipeline's beam search is several times slower, and on a GPU the greedy step runs as a CUDA graph."""
+    one_window = mode == "vad" or (mode == "sequential" and duration <= window)
+    device = getattr(getattr(pipe, "model", None), "device", None)
+    no_tokens = return_timestamps in (False, None) or (return_timestamps == "word" and options.segment_times == "aligned")
+    searched_here = one_window and no_tokens and options.decoding == "auto"
+    return CPU_BEAMS if searched_here and getattr(device, "type", None) == "cpu" else 1
 
 
 def _aligns(options: TranscribeOptions, mode: str, duration: float, window: float, has_heads: bool) -> bool:
@@ -346,18 +369,20 @@ def _window_count(duration: float, window: float) -> int:
     return max(1, math.ceil(max(0.0, duration - window) / step) + 1)
 
 
-def stitch(outputs: Sequence[Mapping[str, Any]], starts: Sequence[float], ends: Sequence[float],
+def stitch(outputs: Sequence[Mapping[str, Any]], spans: Sequence[Sequence[tuple[float, float]]],
            duration: float, level: str, regions: Sequence[tuple[float, float]] = ()) -> tuple[Segment, ...]:
-    """Pipeline outputs of consecutive audio pieces -> segments in absolute, tidy time.
+    """Pipeline outputs of consecutive chunks of audio -> segments in absolute, tidy time.
 
-    Each output's "chunks" hold (start, end) timestamps relative to its piece, which begins at
-    starts[i] and ends at ends[i]; a missing end means "until the piece ends". With level 'word'
-    the chunks are words, grouped into segments that never span two pieces. Given the speech
-    regions a VAD heard (absolute seconds), times are moved onto them (see snap_to_speech).
+    Each output's "chunks" hold (start, end) timestamps relative to its audio, which is spans[i]: the
+    (start, end) seconds of the source it was joined from, in order (engine.audio.Chunk); a missing end
+    means "until the chunk ends". With level 'word' the chunks are words, grouped into segments that never
+    span two chunks. Given the speech regions a VAD heard (absolute seconds), times are moved onto them
+    (see snap_to_speech).
     """
     segments: list[Segment] = []
-    for out, offset, stop in zip(outputs, starts, ends):
-        items = _absolute(out.get("chunks") or [], offset, stop)
+    for out, pieces in zip(outputs, spans):
+        offset, stop = pieces[0][0], pieces[-1][1]
+        items = _absolute(out.get("chunks") or [], pieces)
         inside = sorted((a, b) for a, b in regions if b > offset and a < stop)
         if level == "word":
             words = _join_pieces(items)
@@ -389,14 +414,23 @@ def _has_word(text: str) -> bool:
     return any(ch.isalnum() for ch in text)
 
 
-def _absolute(chunks: Iterable[Mapping[str, Any]], offset: float, stop: float) -> list[tuple[float, float, str]]:
+def _absolute(chunks: Iterable[Mapping[str, Any]], pieces: Sequence[tuple[float, float]]
+              ) -> list[tuple[float, float, str]]:
+    """(start, end, text) in seconds of the source, from times in the joined audio of `pieces`."""
+    offset, stop = pieces[0][0], pieces[-1][1]
+    at = list(itertools.accumulate((b - a for a, b in pieces[:-1]), initial=0.0))  # where each piece begins
+
+    def place(t: float) -> float:
+        i = max(0, bisect.bisect_right(at, t) - 1)
+        return min(pieces[i][0] + max(0.0, t - at[i]), stop)
+
     items: list[tuple[float, float, str]] = []
     for chunk in chunks:
         start, end = (tuple(chunk.get("timestamp") or (None, None)) + (None, None))[:2]
-        start = offset if start is None else min(offset + float(start), stop)
+        start = offset if start is None else place(float(start))
         if start >= stop and items:
-            start = items[-1][1]  # times past the piece's end are the model's guess, not a place
-        end = stop if end is None else min(offset + float(end), stop)
+            start = items[-1][1]  # times past the chunk's end are the model's guess, not a place
+        end = stop if end is None else place(float(end))
         items.append((start, max(start, end), str(chunk.get("text", ""))))
     return items
 

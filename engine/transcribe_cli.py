@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timestamps", choices=TIMESTAMPS, default="segments")
     parser.add_argument("--language", default=None, help="a Whisper language code (multilingual models)")
     parser.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
-    parser.add_argument("--beams", type=int, default=1, help="beam-search width, 1 = greedy (default)")
+    parser.add_argument("--beams", type=int, default=None,
+                        help="beam-search width, 1 = greedy; default auto: 5 on a CPU, 1 on a GPU")
     parser.add_argument("--segment-times", choices=SEGMENT_TIMES, default=SEGMENT_TIMES[0],
                         help="aligned (default): one decoding pass per chunk, segment times from the words' "
                              "alignment and the VAD; tokens: Whisper's timestamp tokens (slower)")

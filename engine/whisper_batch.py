@@ -706,10 +706,13 @@ def _beam(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
     dev, b = encoded.device, encoded.shape[0]
     cross = decoder.cross  # the alignment pass reads every row's, before any leaves the batch
     decoder.expand(k, prefix - 1)
-    ids = torch.arange(model.config.vocab_size, device=dev)
-    suppress = torch.isin(ids, torch.tensor(plan.suppress or [-1], device=dev))
-    first = suppress | torch.isin(ids, torch.tensor(plan.begin_suppress or [-1], device=dev))
-    is_eos = ids == plan.eos
+    vocab = model.config.vocab_size
+    suppress = sorted({t for t in plan.suppress if 0 <= t < vocab})  # ids: a few columns, not a vocabulary mask
+    first = torch.tensor(sorted(set(suppress) | {t for t in plan.begin_suppress if 0 <= t < vocab}),
+                         dtype=torch.long, device=dev)
+    suppress_at_eos = torch.tensor(sorted(set(suppress) | {plan.eos}), dtype=torch.long, device=dev)
+    first_at_eos = torch.tensor(sorted(set(first.tolist()) | {plan.eos}), dtype=torch.long, device=dev)
+    suppress = torch.tensor(suppress, dtype=torch.long, device=dev)
     live = list(range(b))  # the rows still searching, in the decoder's order (k decoder rows each)
     seqs: list[list[list[int]]] = [[[]] * k for _ in range(b)]  # per row, per beam: the tokens so far
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]  # per row: (summed log-prob, tokens)
@@ -719,10 +722,9 @@ def _beam(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
     for n in range(steps):
         check_stop(should_stop)
         logits = decoder.step(tokens, torch.tensor(prefix - 1 + n, device=dev), prefix + n)
-        forbid = first if n == 0 else suppress
-        if n < plan.min_new_tokens:
-            forbid = forbid | is_eos
-        logits = logits.masked_fill_(forbid, neg)
+        early = n < plan.min_new_tokens  # the end of text is not allowed yet
+        forbid = (first_at_eos if early else first) if n == 0 else (suppress_at_eos if early else suppress)
+        logits = logits.index_fill_(1, forbid, neg)
         # Each beam's k + 1 best continuations hold the row's k best that do not end the text (OpenAI's way):
         # no log-softmax over the whole vocabulary is written, only its normaliser read.
         best, token_ids = logits.topk(k + 1, dim=-1)

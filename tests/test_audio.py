@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.audio import (MAX_CHANNELS, SileroVad, decode_audio, pack_regions, speech_chunks,
+from engine.audio import (MAX_CHANNELS, SileroVad, decode_audio, join_regions, speech_chunks,
                           speech_regions)
 from engine.errors import InputError
 from tests.hostile_files import wav_header, wide_flac
@@ -202,25 +202,24 @@ def test_ffmpeg_output_stops_at_the_limit(tmp_path):
         decode_audio(path, max_seconds=2)
 
 
-def test_pack_regions_groups_up_to_the_window_and_cuts_in_the_middle_of_pauses():
+def test_join_regions_fills_each_chunk_up_to_the_window_and_leaves_out_the_silence_between():
     s = 100  # samples per "second" in this synthetic layout
-    regions = [(1 * s, 4 * s), (6 * s, 9 * s), (10 * s, 14 * s), (20 * s, 22 * s)]
-    chunks = pack_regions(regions, total=25 * s, max_len=10 * s, pad=3 * s)
-    # 1-9 fits in 10 s; adding 10-14 would make 13 s, so a new chunk starts, and 20-22 needs its own.
-    # Each chunk takes up to 3 s of the silence around it, never past a pause's middle or the window.
-    assert chunks == [(0, 950), (950, 1700), (1700, 2500)]
-    for a, b in chunks:
-        assert b - a <= 10 * s
-        for ra, rb in regions:  # no border inside speech
-            assert not ra < a < rb and not ra < b < rb
-    assert all(b1 <= a2 for (_, b1), (a2, _) in zip(chunks, chunks[1:]))  # no overlap
+    regions = [(1 * s, 4 * s), (6 * s, 9 * s), (9 * s, 12 * s), (14 * s, 19 * s), (20 * s, 22 * s)]
+    chunks = join_regions(regions, max_len=10 * s)
+    # 3 + 3 + 3 s fit in 10 s (6-9 and 9-12 touch: one piece); 14-19 would make 14 s, so a new chunk starts.
+    assert [c.pieces for c in chunks] == [((100, 400), (600, 1200)), ((1400, 1900), (2000, 2200))]
+    assert [c.samples for c in chunks] == [900, 700] and all(c.samples <= 10 * s for c in chunks)
+    audio = np.arange(25 * s, dtype=np.float32)
+    assert np.array_equal(chunks[0].audio(audio), np.concatenate([audio[100:400], audio[600:1200]]))
+    assert chunks[1].seconds(s) == ((14.0, 19.0), (20.0, 22.0))
+    assert (chunks[0].start, chunks[0].end) == (100, 1200)
 
 
-def test_pack_regions_splits_speech_longer_than_the_window():
-    chunks = pack_regions([(0, 2500)], total=3000, max_len=1000, pad=50)
-    assert all(b - a <= 1000 for a, b in chunks)
-    assert chunks[0][0] == 0 and chunks[-1][1] >= 2500
-    assert all(b1 <= a2 for (_, b1), (a2, _) in zip(chunks, chunks[1:]))
+def test_join_regions_cuts_speech_longer_than_the_window_and_merges_overlaps():
+    chunks = join_regions([(0, 2500)], max_len=1000)
+    assert all(c.samples <= 1000 for c in chunks) and len(chunks) == 3
+    assert chunks[0].start == 0 and chunks[-1].end == 2500
+    assert [c.pieces for c in join_regions([(0, 500), (400, 700), (650, 690)], max_len=1000)] == [((0, 700),)]
 
 
 @needs_espeak
@@ -229,13 +228,17 @@ def test_vad_chunks_on_speech_with_known_pauses():
     for window in (30.0, 9.0):
         chunks = speech_chunks(speech.audio, RATE, max_chunk_s=window)
         assert chunks, "speech was found"
-        for a, b in chunks:
-            assert (b - a) / RATE <= window
+        pieces = [p for c in chunks for p in c.pieces]
+        for c in chunks:
+            assert c.samples / RATE <= window
+        for a, b in pieces:
             for start, end in zip(speech.starts, speech.ends):  # no border inside a sentence
                 assert not start + 0.05 < a / RATE < end - 0.05 and not start + 0.05 < b / RATE < end - 0.05
-        covered = [any(a / RATE <= s and e <= b / RATE for a, b in chunks) for s, e in zip(speech.starts, speech.ends)]
-        assert all(covered), "every sentence lies wholly inside one chunk"
-        assert all(b1 <= a2 for (_, b1), (a2, _) in zip(chunks, chunks[1:]))
+        covered = [any(a / RATE <= s and e <= b / RATE for a, b in pieces) for s, e in zip(speech.starts, speech.ends)]
+        assert all(covered), "every sentence lies wholly inside one piece of one chunk"
+        assert all(b1 <= a2 for (_, b1), (a2, _) in zip(pieces, pieces[1:]))  # in order, no overlap
+        # Pauses of 1.5 and 2.5 s keep 0.4 s of silence a side: the rest is left out.
+        assert sum(c.samples for c in chunks) < speech.audio.size - 2 * RATE
     assert len(speech_chunks(speech.audio, RATE, max_chunk_s=9.0)) > len(speech_chunks(speech.audio, RATE, 30.0))
     regions = speech_regions(speech.audio, RATE)
     assert len(regions) == 6

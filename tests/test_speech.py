@@ -17,10 +17,10 @@ TASK = "automatic-speech-recognition"
 
 # ---------------------------------------------------------------- options and modes
 
-def test_defaults_are_greedy_segments_auto():
+def test_defaults_are_auto_beams_segments_auto():
     o = TranscribeOptions()
     assert (o.timestamps, o.mode, o.num_beams, o.batch_size, o.task, o.language) == (
-        "segments", "auto", 1, 8, "transcribe", None)
+        "segments", "auto", None, 8, "transcribe", None)
     assert dict(o.generate_kwargs) == {}
 
 
@@ -28,6 +28,7 @@ def test_defaults_are_greedy_segments_auto():
     ({"timestamps": "chars"}, "timestamps 'chars' is not known; choose one of none, segments, words"),
     ({"mode": "fast"}, "mode 'fast' is not known; choose one of auto, sequential, chunked, vad"),
     ({"num_beams": 0}, "beams must be a whole number from 1 to 8"),
+    ({"num_beams": True}, "beams must be a whole number from 1 to 8"),
     ({"batch_size": 0}, "batch size must be a whole number of at least 1"),
     ({"task": "summarize"}, "task 'summarize' is not known"),
 ])
@@ -55,14 +56,27 @@ def test_stitch_shifts_each_piece_to_absolute_time():
     outputs = [{"text": " A. B.", "chunks": [{"timestamp": (0.0, 2.0), "text": " A."},
                                              {"timestamp": (2.5, None), "text": " B."}]},
                {"text": " C.", "chunks": [{"timestamp": (0.2, 40.0), "text": " C."}]}]
-    segs = stitch(outputs, starts=[1.0, 31.0], ends=[29.0, 50.0], duration=60.0, level="segment")
+    segs = stitch(outputs, [[(1.0, 29.0)], [(31.0, 50.0)]], duration=60.0, level="segment")
     assert segs == (Segment(1.0, 3.0, "A."), Segment(3.5, 29.0, "B."), Segment(31.2, 50.0, "C."))
+
+
+def test_stitch_maps_times_in_a_joined_chunk_back_to_each_piece():
+    # A chunk joined from speech at 10-13 s and 20-24 s of the source (the 7 s of silence left out):
+    # 0-3 s of its audio is 10-13 s, 3-7 s is 20-24 s.
+    outputs = [{"chunks": [{"timestamp": (0.5, 2.5), "text": " first"}, {"timestamp": (3.5, 6.0), "text": " second"},
+                           {"timestamp": (6.5, None), "text": " last"}]}]
+    segs = stitch(outputs, [[(10.0, 13.0), (20.0, 24.0)]], duration=30.0, level="segment")
+    assert [(s.start, s.end, s.text) for s in segs] == [(10.5, 12.5, "first"), (20.5, 23.0, "second"),
+                                                        (23.5, 24.0, "last")]
+    words = [{"chunks": [{"timestamp": (2.0, 2.9), "text": " end."}, {"timestamp": (3.0, 3.4), "text": " Next"}]}]
+    segs = stitch(words, [[(10.0, 13.0), (20.0, 24.0)]], duration=30.0, level="word")
+    assert [(s.start, s.end, s.text) for s in segs] == [(12.0, 12.9, "end."), (20.0, 20.4, "Next")]
 
 
 def test_stitch_clamps_to_the_audio_and_keeps_times_non_decreasing():
     outputs = [{"chunks": [{"timestamp": (5.0, 9.0), "text": "late"}, {"timestamp": (4.0, 3.0), "text": "back"},
                            {"timestamp": (8.0, 99.0), "text": "long"}, {"timestamp": (1.0, 2.0), "text": " ... "}]}]
-    segs = stitch(outputs, [0.0], [20.0], duration=10.0, level="segment")
+    segs = stitch(outputs, [[(0.0, 20.0)]], duration=10.0, level="segment")
     assert [s.text for s in segs] == ["late", "back", "long"]  # punctuation alone is not a segment
     times = [t for s in segs for t in (s.start, s.end)]
     assert times == sorted(times) and 0.0 <= times[0] and times[-1] <= 10.0
@@ -71,7 +85,7 @@ def test_stitch_clamps_to_the_audio_and_keeps_times_non_decreasing():
 
 def test_times_past_a_piece_end_take_the_previous_end():
     outputs = [{"chunks": [{"timestamp": (1.0, 4.0), "text": " one"}, {"timestamp": (30.0, None), "text": " two"}]}]
-    segs = stitch(outputs, [100.0], [128.0], duration=200.0, level="segment")
+    segs = stitch(outputs, [[(100.0, 128.0)]], duration=200.0, level="segment")
     assert [(s.start, s.end) for s in segs] == [(101.0, 104.0), (104.0, 128.0)]
 
 
@@ -79,7 +93,7 @@ def test_whisper_word_pieces_glue_to_the_word_before():
     outputs = [{"chunks": [{"timestamp": (0.0, 0.3), "text": " at"}, {"timestamp": (0.3, 0.5), "text": " seven"},
                            {"timestamp": (0.5, 0.6), "text": " o"}, {"timestamp": (0.6, 0.9), "text": "'clock"},
                            {"timestamp": (0.9, 1.0), "text": "."}, {"timestamp": (3.0, 3.4), "text": " Next"}]}]
-    segs = stitch(outputs, [10.0], [20.0], duration=30.0, level="word")
+    segs = stitch(outputs, [[(10.0, 20.0)]], duration=30.0, level="word")
     assert [s.text for s in segs] == ["at seven o'clock.", "Next"]
     assert segs[0].words[-1] == Word(10.5, 11.0, "o'clock.")
 
@@ -87,7 +101,7 @@ def test_whisper_word_pieces_glue_to_the_word_before():
 def test_ctc_words_are_joined_with_spaces_and_grouped_at_pauses():
     outputs = [{"chunks": [{"timestamp": (0.0, 0.3), "text": "HELLO"}, {"timestamp": (0.4, 0.7), "text": "WORLD"},
                            {"timestamp": (2.0, 2.5), "text": "AGAIN"}]}]
-    segs = stitch(outputs, [0.0], [5.0], duration=5.0, level="word")
+    segs = stitch(outputs, [[(0.0, 5.0)]], duration=5.0, level="word")
     assert [(s.start, s.end, s.text) for s in segs] == [(0.0, 0.7, "HELLO WORLD"), (2.0, 2.5, "AGAIN")]
 
 
@@ -137,7 +151,7 @@ def test_aligned_words_stretched_across_a_pause_still_start_a_new_segment_there(
         {"text": " walk", "timestamp": (0.9, 1.3)}, {"text": " every", "timestamp": (1.3, 1.7)},
         {"text": " afternoon", "timestamp": (1.7, 4.1)}, {"text": " Shall", "timestamp": (4.1, 4.5)},
         {"text": " we", "timestamp": (4.5, 4.7)}, {"text": " meet", "timestamp": (4.7, 5.2)}]}
-    segs = stitch([out], [0.0], [6.0], 6.0, "word", regions=[(0.9, 2.5), (4.0, 5.3)])
+    segs = stitch([out], [[(0.0, 6.0)]], 6.0, "word", regions=[(0.9, 2.5), (4.0, 5.3)])
     assert [s.text for s in segs] == ["walk every afternoon", "Shall we meet"]
     assert [(s.start, s.end) for s in segs] == [(0.9, 2.5), (4.1, 5.2)]
 
@@ -213,7 +227,8 @@ def test_multilingual_whisper_language_and_task_reach_generate(pipes, noise, lan
 
 def test_generate_kwargs_and_beams_are_passed_on(pipes, noise):
     pipe = pipes["whisper_en"]
-    options = TranscribeOptions(timestamps="none", num_beams=2, generate_kwargs={"max_new_tokens": 5})
+    options = TranscribeOptions(timestamps="none", num_beams=2, generate_kwargs={"max_new_tokens": 5},
+                                decoding="pipeline")  # (the fast path searches beams itself: test_whisper_batch)
     with GenerateSpy(pipe.model) as spy:
         transcribe(pipe, noise, options)
     assert spy.calls[0]["num_beams"] == 2 and spy.calls[0]["max_new_tokens"] == 5

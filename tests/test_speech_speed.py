@@ -181,6 +181,45 @@ def test_speech_bf16_is_a_flag_on_by_default():
     assert settings_from_args(parser.parse_args([]), env={"STUDIO_SPEECH_BF16": "0"}).speech_bf16 is False
 
 
+# --- beams: auto ---------------------------------------------------------------------------------
+
+def test_auto_beams_search_where_the_fast_path_does_it_on_a_cpu():
+    from types import SimpleNamespace
+
+    from engine.speech import CPU_BEAMS, auto_beams
+
+    cpu = SimpleNamespace(model=SimpleNamespace(device=torch.device("cpu")))
+    gpu = SimpleNamespace(model=SimpleNamespace(device=torch.device("cuda", 0)))
+    o = TranscribeOptions()
+    assert auto_beams(cpu, o, "vad", 600, 30, "word") == CPU_BEAMS == 5  # aligned segment times
+    assert auto_beams(cpu, o, "vad", 600, 30, False) == 5  # no times
+    assert auto_beams(cpu, o, "sequential", 20, 30, "word") == 5  # one window
+    assert auto_beams(gpu, o, "vad", 600, 30, "word") == 1  # a GPU: greedy under a CUDA graph
+    assert auto_beams(cpu, o, "vad", 600, 30, True) == 1  # timestamp tokens: the pipeline's beams are slow
+    assert auto_beams(cpu, TranscribeOptions(segment_times="tokens"), "vad", 600, 30, "word") == 1
+    assert auto_beams(cpu, o, "chunked", 600, 30, True) == 1
+    assert auto_beams(cpu, o, "sequential", 600, 30, True) == 1
+    assert auto_beams(cpu, TranscribeOptions(decoding="pipeline"), "vad", 600, 30, "word") == 1
+
+
+@needs_real_whisper
+def test_the_default_options_search_five_beams_on_a_cpu_and_one_when_asked(real, example, monkeypatch):
+    import engine.whisper_batch as wb
+
+    widths = []
+    beam = wb._beam
+    monkeypatch.setattr(wb, "_beam", lambda model, encoded, plan, *a, **k: widths.append(plan.beams)
+                        or beam(model, encoded, plan, *a, **k))
+    auto = transcribe(real, example, TranscribeOptions())
+    assert widths and set(widths) == {5}
+    widths.clear()
+    greedy = transcribe(real, example, TranscribeOptions(num_beams=1))
+    assert not widths
+    for t in (auto, greedy):
+        assert "pipeline studio" in t.text.lower() and "subtitles" in t.text.lower() and len(t.segments) >= 6
+    assert wer(greedy.text, auto.text) <= 0.1, (greedy.text, auto.text)
+
+
 # --- ended rows leave the batch ----------------------------------------------------------------
 
 @needs_real_whisper
