@@ -71,7 +71,7 @@ def build_many(registry, settings, model: gr.Dropdown, timestamps: gr.Radio, lan
     @user_errors
     def transcribe_many(files: list[str] | None = None, model: str | None = None, timestamps: str = "segments",
                         language: str | None = AUTO_LANGUAGE, task: str = "transcribe", batch_size: int = 8,
-                        beams: int = 1, prompt: str = "", progress=gr.Progress(track_tqdm=True)):
+                        beams: int = 0, prompt: str = "", progress=gr.Progress(track_tqdm=True)):
         """Transcribe several recordings at once; their chunks share model batches.
 
         Args:
@@ -81,7 +81,7 @@ def build_many(registry, settings, model: gr.Dropdown, timestamps: gr.Radio, lan
             language: a Whisper language code, or 'auto' to detect it (multilingual Whisper models only).
             task: 'transcribe', or 'translate' for English text from speech in any language (Whisper only).
             batch_size: chunks run at once, from 1 to the server's --max-batch-size.
-            beams: beam-search width from 1 (greedy, fastest) to 8.
+            beams: beam-search width from 1 (greedy, fastest) to 8; 0 = auto (5 on a CPU, 1 on a GPU).
             prompt: names and words the speech uses, read by Whisper before every piece (at most 1000 characters).
 
         Returns:
@@ -99,7 +99,7 @@ def build_many(registry, settings, model: gr.Dropdown, timestamps: gr.Radio, lan
         model = model or model_default
         check_model_allowed(TASK, model, settings)
         options = TranscribeOptions(
-            timestamps=timestamps, mode="auto", batch_size=min(int(batch_size), max_batch), num_beams=int(beams),
+            timestamps=timestamps, mode="auto", batch_size=min(int(batch_size), max_batch), num_beams=int(beams) or None,
             language=None if language in (None, "", AUTO_LANGUAGE) else language, task=task or "transcribe",
             prompt=prompt or "")
         started = time.perf_counter()

@@ -12,8 +12,8 @@ import gradio as gr
 
 from engine.errors import InputError
 from engine.registry import allowed_models, check_model_allowed, model_source
-from engine.speech import (MAX_BEAMS, MAX_PROMPT_CHARS, MODES, TIMESTAMPS, Transcript, TranscribeOptions, decode_audio,
-                           offers_language, transcribe, whisper_languages)
+from engine.speech import (CPU_BEAMS, MAX_BEAMS, MAX_PROMPT_CHARS, MODES, TIMESTAMPS, Transcript, TranscribeOptions,
+                           decode_audio, offers_language, transcribe, whisper_languages)
 from engine.subtitles import SubtitleOptions, clock, write_all
 from engine.urls import URLFetcher
 from ui.common import (cancellable, get_pipeline, open_choices, standalone, stop_check, time_left, upload_or_url,
@@ -87,8 +87,8 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
                     batch = gr.Slider(1, max_batch, value=min(8, max_batch), step=1, precision=0,
                                       label="Batch size",
                                       info="chunks run at once (chunked and vad modes)", elem_id="speech-batch")
-                    beams = gr.Slider(1, MAX_BEAMS, value=1, step=1, precision=0, label="Beams",
-                                      info="1 = greedy (fastest); more beams cost time for little gain",
+                    beams = gr.Slider(0, MAX_BEAMS, value=0, step=1, precision=0, label="Beams",
+                                      info=f"0 = auto ({CPU_BEAMS} on a CPU, greedy on a GPU); 1 = greedy, fastest",
                                       elem_id="speech-beams")
                 prompt = gr.Textbox("", label="Prompt", max_length=MAX_PROMPT_CHARS, elem_id="speech-prompt",
                                     placeholder="Names and words the speech uses, spelled as you want them",
@@ -129,7 +129,7 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
     @user_errors
     def transcribe_audio(audio: str | None = None, model: str | None = None, timestamps: str = "segments",
                          mode: str = "auto", language: str | None = AUTO_LANGUAGE, task: str = "transcribe",
-                         batch_size: int = 8, beams: int = 1, url: str | None = None,
+                         batch_size: int = 8, beams: int = 0, url: str | None = None,
                          line_chars: int = SubtitleOptions.max_line_chars, lines: int = SubtitleOptions.max_lines,
                          cue_words: int = 0, word_cues: bool = False, prompt: str = "",
                          progress=gr.Progress(track_tqdm=True)):
@@ -143,7 +143,7 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
             language: a Whisper language code, or 'auto' to detect it (multilingual Whisper models only).
             task: 'transcribe', or 'translate' for English text from speech in any language (Whisper only).
             batch_size: chunks run at once in the chunked and vad modes, from 1 to the server's --max-batch-size.
-            beams: beam-search width from 1 (greedy, fastest) to 8.
+            beams: beam-search width from 1 (greedy, fastest) to 8; 0 = auto (5 on a CPU, 1 on a GPU).
             url: a public http(s) URL of the recording instead of audio; only on servers started with --allow-urls.
             line_chars: subtitle lines of at most this many characters (0: no limit).
             lines: at most this many lines per subtitle cue (0: no limit).
@@ -180,7 +180,7 @@ def build(registry, settings, fetcher: URLFetcher | None = None) -> None:
         # Cues cut at words need the words' times, whatever the transcript shows.
         needs_words = timestamps_ != "none" and (layout.word_level or layout.max_words > 0)
         options = TranscribeOptions(
-            timestamps="words" if needs_words else timestamps_, mode=mode_, batch_size=min(int(batch_), max_batch), num_beams=int(beams_),
+            timestamps="words" if needs_words else timestamps_, mode=mode_, batch_size=min(int(batch_), max_batch), num_beams=int(beams_) or None,
             language=None if language_ in (None, "", AUTO_LANGUAGE) else language_, task=task_ or "transcribe",
             prompt=prompt_)
         pipe = get_pipeline(registry, TASK, model_name, progress)
