@@ -245,7 +245,8 @@ def _run_chunks(pipe, chunks: Sequence[np.ndarray], call: Mapping[str, Any], bat
     if options.auto_batch and getattr(pipe, "model", None) is not None:
         from engine.speech_speed import auto_batch_size
 
-        batch_size = auto_batch_size(pipe.model, len(chunks), batch_size)
+        beams = int((generate or {}).get("num_beams") or 1)
+        batch_size = auto_batch_size(pipe.model, len(chunks), batch_size, beams=beams)
     return transcribe_chunks(pipe, chunks, batch_size=batch_size, return_timestamps=timestamps,
                              generate_kwargs=generate, progress=progress, options=decode, should_stop=should_stop)
 

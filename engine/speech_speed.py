@@ -90,13 +90,13 @@ def int8_model(model: torch.nn.Module) -> torch.nn.Module:
         return found
 
 
-def row_bytes(model, max_len: int) -> int:
+def row_bytes(model, max_len: int, beams: int = 1) -> int:
     """Device bytes one 30 s chunk needs while it is encoded and decoded by whisper_batch (estimate).
 
     Encoder: hidden states and the feed-forward's activations of 1500 frames; decoder: the
     cross-attention keys and values of every layer, the static self-attention cache, the
-    float32 logits and their masks over the vocabulary, and the alignment heads' float32
-    cross-attention weights that word times are read from.
+    float32 logits and their masks over the vocabulary (the last two once per beam), and the
+    alignment heads' float32 cross-attention weights that word times are read from.
     """
     from engine.whisper_batch import alignment_heads
 
@@ -109,10 +109,10 @@ def row_bytes(model, max_len: int) -> int:
     self_cache = cfg.decoder_layers * 2 * max_len * d * size
     logits = cfg.vocab_size * (4 * 4 + 4)
     align = len(alignment_heads(model)) * max_len * frames * 4
-    return int((encoder + cross + self_cache + logits + align) * ROW_BYTES_MARGIN)
+    return int((encoder + cross + max(1, beams) * (self_cache + logits) + align) * ROW_BYTES_MARGIN)
 
 
-def auto_batch_size(model, chunks: int, floor: int, max_len: int = 448) -> int:
+def auto_batch_size(model, chunks: int, floor: int, max_len: int = 448, beams: int = 1) -> int:
     """The batch for `chunks` chunks: on a GPU as many as free memory holds (at least `floor`),
     so long audio decodes in one or few batches; elsewhere `floor` (a CPU gains nothing past it)."""
     floor = max(1, int(floor))
@@ -121,6 +121,6 @@ def auto_batch_size(model, chunks: int, floor: int, max_len: int = 448) -> int:
         return min(floor, max(1, chunks)) if chunks else floor
     free, _ = torch.cuda.mem_get_info(device)
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # torch's cache is ours
-    fits = int(free * GPU_MEMORY_SHARE) // max(1, row_bytes(model, max_len))
+    fits = int(free * GPU_MEMORY_SHARE) // max(1, row_bytes(model, max_len, beams))
     return max(floor, min(chunks, fits, MAX_AUTO_BATCH))
 

@@ -281,6 +281,14 @@ def test_a_row_counts_the_alignment_weights_word_times_read():
     assert speech_speed.row_bytes(model, 448) - plain == pytest.approx(2 * 448 * 1500 * 4 * 1.5, rel=1e-6)
 
 
+def test_beams_make_a_row_hold_a_self_attention_cache_and_logits_each():
+    model = fake_model("cuda:0", LARGE_V3)
+    one, five = speech_speed.row_bytes(model, 448), speech_speed.row_bytes(model, 448, beams=5)
+    cfg = model.config
+    per_beam = cfg.decoder_layers * 2 * 448 * cfg.d_model * 2 + cfg.vocab_size * 20
+    assert five - one == pytest.approx(4 * per_beam * 1.5, rel=1e-6)
+
+
 def test_auto_batch_on_a_cpu_is_the_users_batch():
     model = fake_model("cpu", LARGE_V3)
     assert speech_speed.auto_batch_size(model, 63, floor=8) == 8
