@@ -28,6 +28,9 @@ from engine.errors import Cancelled
 # generate_kwargs this path understands; any other key sends the call through the pipeline.
 FAST_KWARGS = frozenset({"max_new_tokens", "min_new_tokens", "language", "task", "num_beams", "do_sample"})
 _CHECK_EVERY = 16  # steps between looks at "have all rows ended?" (each look waits for the device)
+# A CUDA graph has fixed shapes, so its self-attention reads a fixed number of cache columns under a mask:
+# one graph per window, captured when the text first needs it (most 30 s chunks stay within 128 tokens).
+GRAPH_WINDOWS = (128, 256)
 # How far a row without timestamps has got is guessed from its tokens: speech runs near 3 a second.
 TOKEN_SECONDS = 0.3
 _FRAMES_PER_SECOND = 100  # Whisper's log-mel frames are 10 ms apart
@@ -365,6 +368,7 @@ class _StaticDecoder:
         self.attention = attention
         self.cross = cross or [(self._split(layer.encoder_attn.k_proj(encoded)),
                                 self._split(layer.encoder_attn.v_proj(encoded))) for layer in self.dec.layers]
+        self.max_len = max_len
         shape = (len(self.dec.layers), self.batch, self.heads, max_len, self.head_dim)
         self.keys = encoded.new_zeros(shape)
         self.values = encoded.new_zeros(shape)
@@ -408,15 +412,18 @@ class _StaticDecoder:
             scores = scores.masked_fill(~mask, float("-inf"))
         return scores.softmax(dim=-1) @ v
 
-    def step(self, tokens: torch.Tensor, pos: torch.Tensor, upto: int | None = None) -> torch.Tensor:
+    def step(self, tokens: torch.Tensor, pos: torch.Tensor, upto: int | None = None,
+             masked: bool = False) -> torch.Tensor:
         """Logits (float32) for the next token after `tokens` at cache column `pos` (a 0-d tensor).
 
-        upto (pos + 1, known on the host) attends to those columns only, with no mask: fewer bytes read
-        per step than the whole static cache under a mask, which a CUDA graph's fixed shapes need."""
+        Self-attention reads cache columns [0, upto) (all without upto). Unmasked, upto must be pos + 1
+        (known on the host): no mask, the fewest bytes read. A CUDA graph's fixed shapes need a fixed
+        upto, the columns past pos masked off."""
         at = pos.view(1)
-        if upto is not None:
+        if upto is not None and not masked:
             return self._forward(tokens[:, None], at, None, upto)
-        return self._forward(tokens[:, None], at, (self.positions <= pos)[None, :])
+        cols = self.positions if upto is None else self.positions[:upto]
+        return self._forward(tokens[:, None], at, (cols <= pos)[None, :], upto)
 
     def prefill(self, tokens: torch.Tensor) -> torch.Tensor:
         """Run tokens [batch, n] (columns 0..n-1) in one pass; logits (float32) after the last one."""
@@ -516,9 +523,10 @@ class _Loop:
         for name in ("token", "finished", "last_ts", "penult_ts", "ts_last", "out"):
             setattr(self, name, getattr(self, name).index_select(0, keep))
 
-    def step(self) -> None:
+    def step(self, upto: int | None = None, masked: bool = True) -> None:
+        """One greedy token per row; upto, masked: as _StaticDecoder.step's (default: the whole cache)."""
         p, neg = self.plan, float("-inf")
-        logits = self.decoder.step(self.token, self.pos)
+        logits = self.decoder.step(self.token, self.pos, upto, masked)
         first = self.n == 0
         forbid = self.suppress | (self.begin_suppress & first)
         if p.min_new_tokens:
@@ -648,22 +656,41 @@ def _greedy(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
     dev, b = encoded.device, encoded.shape[0]
     cross = decoder.cross  # dropping ended rows replaces the list; the alignment pass reads every row's
     loop = _Loop(decoder, replace(plan, steps=steps), prefix - 1, prompt[:, -1])
-    run = loop.step
-    if options.cuda_graph and dev.type == "cuda":
-        try:
-            run = _capture(loop)
-        except RuntimeError as exc:  # a kernel that cannot be captured: decode without the graph
-            warnings.warn(f"CUDA graph capture failed, decoding step by step: {exc}", RuntimeWarning)
+    graphs: dict[int, Callable[[], None]] = {}
+    windows = sorted({min(w, decoder.max_len) for w in GRAPH_WINDOWS} | {decoder.max_len})
+    use_graph = options.cuda_graph and dev.type == "cuda"
+
+    def run(done: int) -> None:
+        """Step `done`: self-attention over the columns written so far (prefix + done of them)."""
+        nonlocal use_graph
+        need = prefix + done
+        if use_graph:
+            window = next(w for w in windows if w >= need)
+            if window not in graphs and done + 3 <= steps:  # the capture's warm-up steps stay in bounds
+                try:
+                    graphs[window] = _capture(loop, window)
+                except RuntimeError as exc:  # a kernel that cannot be captured: decode without graphs
+                    warnings.warn(f"CUDA graph capture failed, decoding step by step: {exc}", RuntimeWarning)
+                    use_graph = False
+            if window in graphs:
+                return graphs[window]()
+            if use_graph:
+                return loop.step(window)
+        loop.step(need, masked=False)
+
+    check_stop(should_stop)
+    run(0)
     frames = encoded.shape[1] * stride
     # Without a CUDA graph (fixed shapes), rows that ended leave the batch: on a CPU each row costs its
     # share of every step. Rows are independent, so the tokens are the same (int8: within rounding).
-    drop = run == loop.step and options.drop_finished and b > 1
+    drop = not use_graph and options.drop_finished and b > 1
     done_out = torch.full_like(loop.out, plan.pad) if drop else loop.out
     rows = torch.arange(b, device=dev)
     reached = [0.0] * b  # per original row, for watch
     for done in range(steps):
-        check_stop(should_stop)
-        run()
+        if done:
+            check_stop(should_stop)
+            run(done)
         if (done + 1) % _CHECK_EVERY == 0 and done + 1 < steps:
             if watch is not None:
                 for row, at in zip(rows.tolist(), _frames_reached(loop, plan, frames, stride)):
@@ -683,7 +710,7 @@ def _greedy(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
         done_out[rows] = loop.out
     out = done_out.cpu().tolist()
     if align is not None:
-        del run, loop, decoder  # its caches (and a CUDA graph's pool) go before the alignment pass makes its own
+        del run, graphs, loop, decoder  # its caches (and the graphs' pools) go before the alignment pass
         heads, frames_per_row, times = align
         times.extend(_token_times(model, encoded, cross, prompt, out, plan, heads, frames_per_row, options))
     return out
@@ -806,19 +833,27 @@ def _frames_reached(loop: _Loop, plan: _Plan, frames: int, stride: int) -> list[
     return [float(frames) if e else float(a) for e, a in zip(ended, at)]
 
 
-def _capture(loop: _Loop) -> Callable[[], None]:
-    """Record loop.step() as a CUDA graph; warm-up runs are undone before returning."""
+def _capture(loop: _Loop, window: int | None = None) -> Callable[[], None]:
+    """Record loop.step(window) as a CUDA graph; warm-up runs are undone before returning.
+
+    Attention prefers cuDNN's kernel while the graph is recorded: for one query against a chunk's 1500
+    frames it read at 4.1 TB/s on an H200 against flash attention's 2.1 (bench/gpu_attention_profile.py).
+    (torch's backend choice is process-wide while the context lasts; every backend stays allowed.)"""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
     saved = [t.clone() for t in loop.state()]
     try:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                loop.step()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            loop.step()
+        with sdpa_kernel(order, set_priority=True):
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    loop.step(window)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                loop.step(window)
     finally:
         for t, s in zip(loop.state(), saved):
             t.copy_(s)

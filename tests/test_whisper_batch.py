@@ -360,3 +360,17 @@ def test_beam_search_is_cancelled_between_steps_and_reports_progress(tiny_en, mo
                       progress=lambda done, total: seen.append(done))
     assert seen[:2] == [pytest.approx(3 * 16 * TOKEN_SECONDS), pytest.approx(3 * 32 * TOKEN_SECONDS)]
     assert seen == sorted(seen) and seen[-1] == pytest.approx(60.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_graph_windows_give_the_tokens_of_step_by_step_decoding(tiny_model):
+    """One graph per self-attention window (GRAPH_WINDOWS), captured as the text grows past each: 300
+    tokens cross two windows and must decode as the step-by-step path does."""
+    pipe = asr_pipeline(tiny_model("whisper_en"))
+    pipe.model.to("cuda")
+    chunks = [noise(3.0, i) for i in range(3)]
+    kwargs = {**GREEDY, "min_new_tokens": 300, "max_new_tokens": 300}
+    graphs = transcribe_chunks(pipe, chunks, batch_size=3, generate_kwargs=kwargs)
+    eager = transcribe_chunks(pipe, chunks, batch_size=3, generate_kwargs=kwargs,
+                              options=DecodeOptions(cuda_graph=False))
+    assert graphs == eager
