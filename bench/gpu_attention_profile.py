@@ -65,6 +65,49 @@ def main(argv: list[str] | None = None) -> dict:
                 row = {"beams": beams, "backend": backend.name, "error": str(exc).splitlines()[0][:200]}
             print(row, flush=True)
             rows.append(row)
+    # As the decoder calls it: the query a transposed view of [rows, 1, heads, 64], the backends in the
+    # priority order whisper_batch._capture sets, eagerly and replayed from a CUDA graph.
+    order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    q_view = torch.randn(b, 1, h, d, device=dev, dtype=dtype).transpose(1, 2)
+    for name, q in (("decoder_view", q_view), ("contiguous", q_view.contiguous())):
+        for label, backends, priority in (("priority", order, True), ("cudnn_only", [SDPBackend.CUDNN_ATTENTION], False),
+                                          ("default", None, False)):
+            def layer_pass():
+                for k, v in kv:
+                    F.scaled_dot_product_attention(q, k, v)
+            try:
+                ctx = sdpa_kernel(backends, set_priority=priority) if backends else torch.no_grad()
+                with ctx:
+                    layer_pass()
+                    torch.cuda.synchronize()
+                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    for _ in range(20):
+                        layer_pass()
+                    end.record()
+                    torch.cuda.synchronize()
+                    eager = start.elapsed_time(end) / (20 * layers)
+                    stream = torch.cuda.Stream()
+                    stream.wait_stream(torch.cuda.current_stream())
+                    with torch.cuda.stream(stream):
+                        layer_pass()
+                    torch.cuda.current_stream().wait_stream(stream)
+                    graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph):
+                        layer_pass()
+                graph.replay()
+                torch.cuda.synchronize()
+                start.record()
+                for _ in range(20):
+                    graph.replay()
+                end.record()
+                torch.cuda.synchronize()
+                row = {"query": name, "backends": label, "eager_ms_per_layer": round(eager, 4),
+                       "graph_ms_per_layer": round(start.elapsed_time(end) / (20 * layers), 4)}
+            except RuntimeError as exc:
+                row = {"query": name, "backends": label, "error": str(exc).splitlines()[0][:200]}
+            print(row, flush=True)
+            rows.append(row)
     result = {"what": f"one layer's cross-attention, {b} rows x {h} heads x {t} frames x {d}, fp16",
               "bytes_per_layer": bytes_per_layer, "rows": rows, "device": torch.cuda.get_device_name(0)}
     if args.out:

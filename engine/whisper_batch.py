@@ -459,7 +459,8 @@ class _StaticDecoder:
             h = h + sa.out_proj(a.transpose(1, 2).reshape(b, t, self.dim))
             ca = layer.encoder_attn
             x = layer.encoder_attn_layer_norm(h)
-            q = ca.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+            # (contiguous: cuDNN's attention kernel takes no transposed query; it is one row per head)
+            q = ca.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2).contiguous()
             if self.group > 1:  # a row's beams are more queries against its one set of keys and values
                 g = self.group
                 grouped = q.reshape(b // g, g, self.heads, t, self.head_dim).transpose(1, 2)
