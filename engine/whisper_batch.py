@@ -459,8 +459,7 @@ class _StaticDecoder:
             h = h + sa.out_proj(a.transpose(1, 2).reshape(b, t, self.dim))
             ca = layer.encoder_attn
             x = layer.encoder_attn_layer_norm(h)
-            # (contiguous: cuDNN's attention kernel takes no transposed query; it is one row per head)
-            q = ca.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2).contiguous()
+            q = ca.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
             if self.group > 1:  # a row's beams are more queries against its one set of keys and values
                 g = self.group
                 grouped = q.reshape(b // g, g, self.heads, t, self.head_dim).transpose(1, 2)
@@ -837,24 +836,19 @@ def _frames_reached(loop: _Loop, plan: _Plan, frames: int, stride: int) -> list[
 def _capture(loop: _Loop, window: int | None = None) -> Callable[[], None]:
     """Record loop.step(window) as a CUDA graph; warm-up runs are undone before returning.
 
-    Attention prefers cuDNN's kernel while the graph is recorded: for one query against a chunk's 1500
-    frames it read at 4.1 TB/s on an H200 against flash attention's 2.1 (bench/gpu_attention_profile.py).
-    (torch's backend choice is process-wide while the context lasts; every backend stays allowed.)"""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    (torch 2.11 on an H200 already picks cuDNN's attention for the decoder's cross-attention, at 4.1 TB/s:
+    bench/gpu_attention_profile.py.)"""
     saved = [t.clone() for t in loop.state()]
     try:
-        with sdpa_kernel(order, set_priority=True):
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(2):
-                    loop.step(window)
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
                 loop.step(window)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            loop.step(window)
     finally:
         for t, s in zip(loop.state(), saved):
             t.copy_(s)
