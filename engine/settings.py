@@ -44,7 +44,7 @@ class Settings:
     allow_urls: bool = field(default=False, metadata={"help": "accept public http(s) URLs as inputs"})
     preload: bool = field(default=False, metadata={"help": "load each tab's default model at start, before serving (always on ZeroGPU); the speech model is also warmed up"})
     speech_int8: bool = field(default=True, metadata={"help": "speech on a CPU: int8 weights for the decoder of the fast Whisper path (1.6x faster on the bench's 2 cores, WER within 0.2 point of float32 there: bench/README.md section 3); --no-speech-int8 decodes in float32"})
-    speech_bf16: bool = field(default=True, metadata={"help": "speech on a CPU with bfloat16 instructions (AVX512-BF16 or AMX; other CPUs and GPUs are not affected): the fast Whisper path's encoder under bfloat16 autocast (bench/README.md section 3 has its speed and WER); --no-speech-bf16 keeps it in float32"})
+    speech_bf16: bool = field(default=True, metadata={"help": "speech on a CPU with bfloat16 instructions (AVX512-BF16 or AMX; other CPUs and GPUs are not affected): the fast Whisper path's encoder under bfloat16 autocast and the decoder's cross-attention keys and values in bfloat16 (bench/README.md section 3 has its speed and WER); --no-speech-bf16 keeps them in float32"})
     mcp: bool = field(default=False, metadata={"help": "also serve the tabs' main endpoints as MCP tools at /gradio_api/mcp/ (needs the mcp package)"})
     auth: str | None = field(default=None, metadata={"help": "user:pass required to open the app"})
     auth_file: str | None = field(default=None, metadata={"help": "file of user:pass lines required to open the app"})

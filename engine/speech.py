@@ -91,7 +91,7 @@ class TranscribeOptions:
     generate_kwargs: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     # Speed levers of the vad mode (bench/README.md has each one's speed and WER):
     int8: bool | None = None  # int8 decoder weights on a CPU; None: the pipeline's own default (--speech-int8, on)
-    bf16: bool | None = None  # bfloat16 encoder on a CPU that has it; None: the pipeline's default (--speech-bf16, on)
+    bf16: bool | None = None  # bfloat16 encoder and cross-attention on a CPU that has it; None: --speech-bf16 (on)
     auto_batch: bool = True  # on a GPU, batch as many chunks as free memory holds (batch_size the least)
     decoding: str = "auto"  # auto: engine.whisper_batch where it applies | pipeline: the pipeline per batch
     prompt: str = ""  # Whisper: words and names the speech uses (spellings), read before every piece
@@ -257,7 +257,7 @@ def _decode_options(pipe, options: TranscribeOptions):
 
     int8 = options.int8 if options.int8 is not None else bool(getattr(pipe, SPEECH_INT8_ATTR, False))
     bf16 = options.bf16 if options.bf16 is not None else bool(getattr(pipe, SPEECH_BF16_ATTR, False))
-    return DecodeOptions(int8=int8, bf16_encoder=bf16)
+    return DecodeOptions(int8=int8, bf16=bf16)
 
 
 def warm_up(pipe, options: TranscribeOptions = TranscribeOptions()) -> float:

@@ -160,8 +160,8 @@ def test_bf16_follows_the_registry_flag_and_never_runs_without_the_instructions(
                                                       asr_model=str(tiny_model("whisper_en"))))
         pipe = registry.get("automatic-speech-recognition")
         assert getattr(pipe, SPEECH_BF16_ATTR) is flag
-        assert _decode_options(pipe, TranscribeOptions()).bf16_encoder is flag
-        assert _decode_options(pipe, TranscribeOptions(bf16=not flag)).bf16_encoder is (not flag)
+        assert _decode_options(pipe, TranscribeOptions()).bf16 is flag
+        assert _decode_options(pipe, TranscribeOptions(bf16=not flag)).bf16 is (not flag)
         for has_bf16 in (True, False):
             seen, hook = encoder_dtypes(pipe.model, monkeypatch, has_bf16)
             try:
@@ -170,6 +170,23 @@ def test_bf16_follows_the_registry_flag_and_never_runs_without_the_instructions(
             finally:
                 hook.remove()
             assert seen and set(seen) == {torch.bfloat16 if flag and has_bf16 else False}
+
+
+def test_bf16_cross_attention_keeps_its_keys_and_values_in_bfloat16_and_the_logits_close(tiny_model):
+    from transformers import WhisperForConditionalGeneration
+
+    import engine.whisper_batch as wb
+
+    model = WhisperForConditionalGeneration.from_pretrained(tiny_model("whisper_en")).eval()
+    encoded = torch.randn(3, model.config.max_source_positions, model.config.d_model)
+    tokens = torch.tensor([model.generation_config.decoder_start_token_id] * 3)
+    with torch.inference_mode():
+        full = wb._StaticDecoder(model, encoded, 8, "sdpa")
+        half = wb._StaticDecoder(model, encoded, 8, "sdpa", cross_dtype=torch.bfloat16)
+        assert {k.dtype for pair in half.cross for k in pair} == {torch.bfloat16}
+        assert {k.dtype for pair in full.cross for k in pair} == {torch.float32}
+        a, b = full.step(tokens, torch.tensor(0), 1), half.step(tokens, torch.tensor(0), 1)
+    assert b.dtype == torch.float32 and torch.allclose(a, b, atol=0.05 * float(a.abs().max()))
 
 
 def test_speech_bf16_is_a_flag_on_by_default():
