@@ -31,6 +31,9 @@ _CHECK_EVERY = 16  # steps between looks at "have all rows ended?" (each look wa
 # A CUDA graph has fixed shapes, so its self-attention reads a fixed number of cache columns under a mask:
 # one graph per window, captured when the text first needs it (most 30 s chunks stay within 128 tokens).
 GRAPH_WINDOWS = (128, 256)
+# Beam search's self-attention caches (rows x beams of them) grow with the text, this many columns at a time
+# at first, instead of being allocated for the longest text at once.
+BEAM_CACHE_COLUMNS = 64
 # How far a row without timestamps has got is guessed from its tokens: speech runs near 3 a second.
 TOKEN_SECONDS = 0.3
 _FRAMES_PER_SECOND = 100  # Whisper's log-mel frames are 10 ms apart
@@ -383,19 +386,37 @@ class _StaticDecoder:
 
     def expand(self, group: int, length: int) -> None:
         """Give every row `group` rows of its own self-attention cache (beams; its first `length` columns
-        copied, the rest left unwritten: beam steps read only the columns written), sharing its cross-attention."""
-        self.keep(torch.arange(self.batch, device=self.keys.device).repeat_interleave(group), length)
+        copied, room for BEAM_CACHE_COLUMNS, the rest unwritten: beam steps read only the columns written),
+        sharing its cross-attention. reserve() makes more room."""
+        columns = min(self.max_len, max(length + 1, BEAM_CACHE_COLUMNS))
+        self.keep(torch.arange(self.batch, device=self.keys.device).repeat_interleave(group), length,
+                  columns=columns)
         self.group *= group
 
-    def keep(self, sources: torch.Tensor, length: int, rows: torch.Tensor | None = None) -> None:
+    def reserve(self, columns: int) -> None:
+        """Room for at least `columns` self-attention cache columns (doubling, up to max_len)."""
+        have = self.keys.shape[3]
+        if columns <= have:
+            return
+        size = min(self.max_len, max(columns, 2 * have))
+        for name in ("keys", "values"):
+            old = getattr(self, name)
+            new = old.new_empty((*old.shape[:3], size, old.shape[4]))
+            new[:, :, :, :have] = old
+            setattr(self, name, new)
+
+    def keep(self, sources: torch.Tensor, length: int, rows: torch.Tensor | None = None,
+             columns: int | None = None) -> None:
         """Beam search's reorder: decoder row r goes on from row sources[r]'s first `length` cache columns;
-        with `rows` (encoded rows to keep, in order), the cross-attention keeps only those."""
+        with `rows` (encoded rows to keep, in order), the cross-attention keeps only those. columns: the new
+        caches' room (default: as now)."""
         if rows is not None:
             self.cross = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.cross]
-        if rows is not None or sources.numel() != self.batch:  # fewer rows: new caches, the used columns copied
-            def gathered(cache: torch.Tensor) -> torch.Tensor:
-                new = cache.new_empty((cache.shape[0], sources.numel(), *cache.shape[2:]))  # read up to `length`
-                new[:, :, :, :length] = cache[:, sources, :, :length]
+        if rows is not None or sources.numel() != self.batch or columns is not None:
+            def gathered(cache: torch.Tensor) -> torch.Tensor:  # new caches, the used columns copied
+                room = cache.shape[3] if columns is None else columns
+                new = cache.new_empty((cache.shape[0], sources.numel(), cache.shape[2], room, cache.shape[4]))
+                new[:, :, :, :length] = cache[:, sources, :, :length]  # read up to `length` only
                 return new
 
             self.keys, self.values = gathered(self.keys), gathered(self.values)
@@ -759,6 +780,7 @@ def _beam(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
     tokens = prompt[:, -1].repeat_interleave(k)
     for n in range(steps):
         check_stop(should_stop)
+        decoder.reserve(prefix + n)
         logits = decoder.step(tokens, torch.tensor(prefix - 1 + n, device=dev), prefix + n)
         early = n < plan.min_new_tokens  # the end of text is not allowed yet
         forbid = (first_at_eos if early else first) if n == 0 else (suppress_at_eos if early else suppress)

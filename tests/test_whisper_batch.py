@@ -374,3 +374,27 @@ def test_cuda_graph_windows_give_the_tokens_of_step_by_step_decoding(tiny_model)
     eager = transcribe_chunks(pipe, chunks, batch_size=3, generate_kwargs=kwargs,
                               options=DecodeOptions(cuda_graph=False))
     assert graphs == eager
+
+
+def test_beam_caches_grow_with_the_text_and_give_the_same_tokens(tiny_en, monkeypatch):
+    """The rows x beams self-attention caches start at BEAM_CACHE_COLUMNS columns and double as the text
+    grows (a visitor's 8 beams x 16 chunks no longer allocate 448 columns each up front)."""
+    model = tiny_en.model
+    plan = wb._Plan.build(model, False, {"num_beams": 3, "min_new_tokens": 150, "max_new_tokens": 150})
+    with torch.inference_mode():
+        encoded = model.get_encoder()(log_mel(tiny_en.feature_extractor, [noise(3.0, i) for i in range(2)],
+                                              "cpu")).last_hidden_state
+        sizes = []
+        reserve = wb._StaticDecoder.reserve
+
+        def spy(decoder, columns):
+            reserve(decoder, columns)
+            sizes.append(decoder.keys.shape[3])
+
+        monkeypatch.setattr(wb._StaticDecoder, "reserve", spy)
+        grown = wb._beam(model, encoded, plan, DecodeOptions())
+        longest = plan.steps + len(plan.init_tokens)  # 152 columns at most: doubling stops there
+        assert sizes[0] == wb.BEAM_CACHE_COLUMNS and sorted(set(sizes)) == [64, 128, longest]
+        monkeypatch.setattr(wb, "BEAM_CACHE_COLUMNS", 10_000)  # all columns at once, as before
+        whole = wb._beam(model, encoded, plan, DecodeOptions())
+    assert grown == whole and all(len(row) == 151 for row in grown)
