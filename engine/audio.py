@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections.abc
 import functools
 import io
 import math
@@ -355,6 +356,32 @@ class Chunk:
     def seconds(self, rate: int) -> tuple[tuple[float, float], ...]:
         """The pieces in seconds of the source."""
         return tuple((s / rate, e / rate) for s, e in self.pieces)
+
+
+class ChunkAudio(collections.abc.Sequence):
+    """The audio of each chunk of `source`, joined only when read (a batch at a time): a long recording's
+    chunks are not all copied at once. len() of an item without reading it: samples(i)."""
+
+    def __init__(self, source: np.ndarray, chunks: Sequence[Chunk]) -> None:
+        self.source, self.chunks = source, list(chunks)
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [c.audio(self.source) for c in self.chunks[index]]
+        return self.chunks[index].audio(self.source)
+
+    def samples(self, index: int) -> int:
+        return self.chunks[index].samples
+
+
+def chunk_samples(chunks: Sequence[np.ndarray]) -> list[int]:
+    """Samples per chunk, without joining a ChunkAudio's pieces."""
+    if isinstance(chunks, ChunkAudio):
+        return [chunks.samples(i) for i in range(len(chunks))]
+    return [len(c) for c in chunks]
 
 
 def join_regions(regions: Sequence[tuple[int, int]], max_len: int) -> list[Chunk]:

@@ -13,7 +13,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from engine.audio import decode_audio, is_silent, speech_chunks, speech_regions, speech_regions_and_chunks
+from engine.audio import (ChunkAudio, chunk_samples, decode_audio, is_silent, speech_chunks, speech_regions,
+                          speech_regions_and_chunks)
 from engine.errors import InputError
 
 __all__ = ["Word", "Segment", "Transcript", "TranscribeOptions", "decode_audio", "speech_chunks",
@@ -182,7 +183,7 @@ def transcribe(pipe, audio: np.ndarray, options: TranscribeOptions = TranscribeO
         if not chunks:
             return empty(NO_SPEECH)
         regions = [(s / rate, e / rate) for s, e in found]
-        outputs = _run_chunks(pipe, [c.audio(audio) for c in chunks], call, options.batch_size, progress,
+        outputs = _run_chunks(pipe, ChunkAudio(audio, chunks), call, options.batch_size, progress,
                               should_stop, options)
         spans = [c.seconds(rate) for c in chunks]
     else:
@@ -236,7 +237,7 @@ def _run_chunks(pipe, chunks: Sequence[np.ndarray], call: Mapping[str, Any], bat
     from engine.whisper_batch import _pipeline_path, transcribe_chunks
 
     if progress:
-        progress(0.0, sum(len(c) / pipe.feature_extractor.sampling_rate for c in chunks))  # as AudioMeter sums
+        progress(0.0, sum(n / pipe.feature_extractor.sampling_rate for n in chunk_samples(chunks)))  # as AudioMeter
     timestamps, generate = call.get("return_timestamps", False), call.get("generate_kwargs")
     if options.decoding == "pipeline" or (timestamps == "word" and options.segment_times == "tokens"):
         # (The fast path's word times come without timestamp tokens; "tokens" asks for the pipeline's, with them.)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.audio import ChunkAudio, chunk_samples
 from engine.errors import Cancelled
 
 # generate_kwargs this path understands; any other key sends the call through the pipeline.
@@ -122,12 +123,12 @@ def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8
     chunk; the tokens are the pipeline's with it (tested).
     """
     generate_kwargs = {**getattr(pipe, "_generate_kwargs", {}), **(generate_kwargs or {})}
-    chunks = list(chunks)
+    chunks = chunks if isinstance(chunks, ChunkAudio) else list(chunks)  # a ChunkAudio joins a batch at a time
     if not chunks:
         return []
     batch_size = max(1, int(batch_size))
     rate = pipe.feature_extractor.sampling_rate
-    meter = AudioMeter([len(c) / rate for c in chunks], progress)
+    meter = AudioMeter([n / rate for n in chunk_samples(chunks)], progress)
     rest = {k: v for k, v in generate_kwargs.items() if k != "prompt_ids"}  # the fast path reads a prompt itself
     if not fast_path_applies(pipe, chunks, return_timestamps, rest):
         return _pipeline_path(pipe, chunks, batch_size, return_timestamps, generate_kwargs, progress,
@@ -186,7 +187,7 @@ def fast_path_applies(pipe, chunks: Sequence[np.ndarray], return_timestamps, gen
     if generate_kwargs.get("do_sample", False) or (beams != 1 and return_timestamps not in (False, None, "word")):
         return False  # beams with timestamp tokens: the pipeline's
     n_samples = pipe.feature_extractor.n_samples
-    return all(len(c) <= n_samples for c in chunks)
+    return all(n <= n_samples for n in chunk_samples(chunks))
 
 
 def alignment_heads(model) -> tuple[tuple[int, int], ...]:
@@ -913,7 +914,7 @@ def _pipeline_path(pipe, chunks, batch_size, return_timestamps, generate_kwargs,
     A generating model gets a StepWatch: cancelled between decoding steps, and a batch's progress
     guessed from its steps (TOKEN_SECONDS a step) until the batch is done."""
     rate = pipe.feature_extractor.sampling_rate
-    meter = AudioMeter([len(c) / rate for c in chunks], progress)
+    meter = AudioMeter([n / rate for n in chunk_samples(chunks)], progress)
     kwargs: dict[str, Any] = {"batch_size": batch_size}
     if generate_kwargs:  # CTC pipelines take none
         kwargs["generate_kwargs"] = generate_kwargs

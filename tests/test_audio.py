@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.audio import (MAX_CHANNELS, SileroVad, decode_audio, join_regions, speech_chunks,
+from engine.audio import (MAX_CHANNELS, ChunkAudio, SileroVad, chunk_samples, decode_audio, join_regions, speech_chunks,
                           speech_regions)
 from engine.errors import InputError
 from tests.hostile_files import wav_header, wide_flac
@@ -213,6 +213,21 @@ def test_join_regions_fills_each_chunk_up_to_the_window_and_leaves_out_the_silen
     assert np.array_equal(chunks[0].audio(audio), np.concatenate([audio[100:400], audio[600:1200]]))
     assert chunks[1].seconds(s) == ((14.0, 19.0), (20.0, 22.0))
     assert (chunks[0].start, chunks[0].end) == (100, 1200)
+
+
+def test_chunk_audio_joins_a_chunk_only_when_it_is_read(monkeypatch):
+    import engine.audio as audio_mod
+
+    source = np.arange(100, dtype=np.float32)
+    chunks = join_regions([(0, 10), (20, 30), (40, 45), (60, 80)], max_len=25)
+    joined = []
+    read = audio_mod.Chunk.audio
+    monkeypatch.setattr(audio_mod.Chunk, "audio", lambda self, src: joined.append(self) or read(self, src))
+    lazy = ChunkAudio(source, chunks)
+    assert len(lazy) == 2 and chunk_samples(lazy) == [25, 20] and not joined  # lengths without joining
+    assert np.array_equal(lazy[0], np.concatenate([source[0:10], source[20:30], source[40:45]]))
+    assert [len(a) for a in lazy[1:]] == [20] and len(joined) == 2
+    assert chunk_samples([np.zeros(3), np.zeros(5)]) == [3, 5]
 
 
 def test_join_regions_cuts_speech_longer_than_the_window_and_merges_overlaps():
