@@ -104,14 +104,16 @@ def test_asr_real_whisper_words_and_times(quick, tmp_path):
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng absent")
 def test_asr_is_the_speech_tabs_engine_with_its_segments(quick, tmp_path):
     """Quick-launch transcribes as the Speech tab does: VAD-cut sentences, starts at the speech, no empty rows."""
-    from engine.speech import TranscribeOptions, transcribe
+    from engine.speech import TranscribeOptions, decode_audio, transcribe
     from tests.test_speech_synth import TALK_SENTENCES, talk_wav
 
     path, speech = talk_wav(tmp_path)
     client, pipe = quick("automatic-speech-recognition", WHISPER_TINY_EN)
     text, table = client.predict(handle_file(str(path)), api_name="/predict")
     rows = table["data"]
-    engine = transcribe(pipe, speech.audio, TranscribeOptions())
+    # The same samples the server read (the 16-bit file, not the synthesiser's floats): 5 beams place a
+    # word 20 ms apart on input that differs by rounding alone.
+    engine = transcribe(pipe, decode_audio(str(path), 16000), TranscribeOptions())
     assert text == engine.text and [tuple(r) for r in rows] == [(s.start, s.end, s.text) for s in engine.segments]
     assert len(rows) == len(TALK_SENTENCES) and all(r[2].strip() and r[0] < r[1] for r in rows)
     for row, placed in zip(rows, speech.starts):

@@ -79,6 +79,6 @@ def test_word_times_on_real_speech(whisper):
     for segment, placed in zip(result.segments, speech.starts):
         assert abs(segment.words[0].start - placed) <= 0.5
         assert segment.words[0].start == segment.start and segment.words[-1].end == segment.end
-    assert [w.text for w in result.segments[0].words][:3] == ["The", "Harbor", "Lights"]
+    assert [w.text.lower() for w in result.segments[0].words][:3] == ["the", "harbor", "lights"]
     times = [t for w in result.words for t in (w.start, w.end)]
     assert times == sorted(times)
