@@ -359,22 +359,24 @@ class Chunk:
 
 
 class ChunkAudio(collections.abc.Sequence):
-    """The audio of each chunk of `source`, joined only when read (a batch at a time): a long recording's
-    chunks are not all copied at once. len() of an item without reading it: samples(i)."""
+    """The audio of chunks, given as (source recording, Chunk) pairs, each joined only when read (a batch at
+    a time): long recordings' chunks are not all copied at once. len() of an item without reading it:
+    samples(i)."""
 
-    def __init__(self, source: np.ndarray, chunks: Sequence[Chunk]) -> None:
-        self.source, self.chunks = source, list(chunks)
+    def __init__(self, parts: Sequence[tuple[np.ndarray, Chunk]]) -> None:
+        self.parts = list(parts)
 
     def __len__(self) -> int:
-        return len(self.chunks)
+        return len(self.parts)
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return [c.audio(self.source) for c in self.chunks[index]]
-        return self.chunks[index].audio(self.source)
+            return [chunk.audio(source) for source, chunk in self.parts[index]]
+        source, chunk = self.parts[index]
+        return chunk.audio(source)
 
     def samples(self, index: int) -> int:
-        return self.chunks[index].samples
+        return self.parts[index][1].samples
 
 
 def chunk_samples(chunks: Sequence[np.ndarray]) -> list[int]:

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from engine import speech
-from engine.audio import decode_audio, is_silent, speech_regions_and_chunks
+from engine.audio import ChunkAudio, decode_audio, is_silent, speech_regions_and_chunks
 from engine.errors import InputError
 from engine.speech import Segment, ShouldStop, Transcript, TranscribeOptions
 
@@ -114,7 +114,7 @@ def transcribe_many(pipe, audios: Sequence[np.ndarray], options: TranscribeOptio
         return [speech.transcribe(pipe, a, options, should_stop=should_stop) for a in _counted(audios, progress)]
     rate = pipe.feature_extractor.sampling_rate
     window = speech.model_window(pipe)
-    plans, chunks = [], []
+    plans, parts = [], []
     for audio in audios:
         audio = np.asarray(audio, dtype=np.float32)
         if audio.ndim != 1 or audio.size == 0:
@@ -123,12 +123,12 @@ def transcribe_many(pipe, audios: Sequence[np.ndarray], options: TranscribeOptio
         notes: list[str] = []
         call, level = speech._call_kwargs(pipe, options, "vad", duration, window, notes)
         found, ranges = ([], []) if is_silent(audio) else speech_regions_and_chunks(audio, rate, max_chunk_s=window)
-        plans.append((duration, notes, call, level, found, ranges, len(chunks), is_silent(audio)))
-        chunks += [c.audio(audio) for c in ranges]
+        plans.append((duration, notes, call, level, found, ranges, len(parts), is_silent(audio)))
+        parts += [(audio, c) for c in ranges]  # joined a batch at a time (ChunkAudio)
     call = next((p[2] for p in plans), {})  # the same for every file: it depends on the options alone in vad mode
     # As one file's chunks go: the fast path or the pipeline, --speech-int8, the batch from free GPU memory.
-    outputs = speech._run_chunks(pipe, chunks, call, options.batch_size, progress, should_stop,
-                                 options) if chunks else []
+    outputs = speech._run_chunks(pipe, ChunkAudio(parts), call, options.batch_size, progress, should_stop,
+                                 options) if parts else []
     language = speech._language(pipe, options)
     results = []
     for duration, notes, _, level, found, ranges, first, silent in plans:

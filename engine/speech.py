@@ -30,9 +30,9 @@ SEGMENT_TIMES = ("aligned", "tokens")
 TASKS = ("transcribe", "translate")
 MAX_BEAMS = 8
 # num_beams=None (auto): this many beams where engine.whisper_batch searches them on a CPU (vad chunks or one
-# window, no timestamp tokens), else greedy. On the bench's 2 cores 5 beams cut WER from 7.2% to 5.6% and still
-# beat faster-whisper's batched pipeline; on a GPU the greedy step runs as a CUDA graph and beams do not
-# (bench/README.md section 3).
+# window, no timestamp tokens), else greedy. On the bench's 2 cores 5 beams cut WER from 7.5% to 4.7% for 1.17x
+# the time, still faster than faster-whisper's batched pipeline; on a GPU the greedy step runs as a CUDA graph
+# and beams do not (bench/README.md sections 3 and 4).
 CPU_BEAMS = 5
 MAX_PROMPT_CHARS = 1000  # Whisper reads at most 223 prompt tokens; longer text keeps its end
 DEFAULT_WINDOW_S = 30.0
@@ -183,7 +183,7 @@ def transcribe(pipe, audio: np.ndarray, options: TranscribeOptions = TranscribeO
         if not chunks:
             return empty(NO_SPEECH)
         regions = [(s / rate, e / rate) for s, e in found]
-        outputs = _run_chunks(pipe, ChunkAudio(audio, chunks), call, options.batch_size, progress,
+        outputs = _run_chunks(pipe, ChunkAudio([(audio, c) for c in chunks]), call, options.batch_size, progress,
                               should_stop, options)
         spans = [c.seconds(rate) for c in chunks]
     else:
@@ -331,18 +331,22 @@ def auto_beams(pipe, options: TranscribeOptions, mode: str, duration: float, win
     """What num_beams=None means for a Whisper pipeline: CPU_BEAMS where engine.whisper_batch's beam search
     runs on a CPU (chunks decoded once each, vad or one window, without timestamp tokens), else 1 (greedy):
     the pipeline's beam search is several times slower, and on a GPU the greedy step runs as a CUDA graph."""
-    one_window = mode == "vad" or (mode == "sequential" and duration <= window)
     device = getattr(getattr(pipe, "model", None), "device", None)
     no_tokens = return_timestamps in (False, None) or (return_timestamps == "word" and options.segment_times == "aligned")
-    searched_here = one_window and no_tokens and options.decoding == "auto"
+    searched_here = _chunks_decoded_once(mode, duration, window) and no_tokens and options.decoding == "auto"
     return CPU_BEAMS if searched_here and getattr(device, "type", None) == "cpu" else 1
 
 
 def _aligns(options: TranscribeOptions, mode: str, duration: float, window: float, has_heads: bool) -> bool:
     """Whether segments come from aligned words: chunks (vad, or one window) decoded once each, without
     timestamp tokens, by the fast path (greedy or beams)."""
-    one_window = mode == "vad" or (mode == "sequential" and duration <= window)
-    return options.segment_times == "aligned" and has_heads and one_window and options.decoding == "auto"
+    return (options.segment_times == "aligned" and has_heads and _chunks_decoded_once(mode, duration, window)
+            and options.decoding == "auto")
+
+
+def _chunks_decoded_once(mode: str, duration: float, window: float) -> bool:
+    """vad chunks, or audio of one window: what _run_chunks hands to engine.whisper_batch."""
+    return mode == "vad" or (mode == "sequential" and duration <= window)
 
 
 def prompt_ids(pipe, text: str):

@@ -24,13 +24,17 @@ _int8_models: "weakref.WeakKeyDictionary[torch.nn.Module, torch.nn.Module]" = we
 _int8_lock = threading.Lock()
 
 
-def int8_applies(model) -> bool:
-    """Dynamic int8 quantization runs on a CPU only (fbgemm/qnnpack kernels), on float32 weights."""
+def _float32_on_cpu(model) -> bool:
     try:
         param = next(model.parameters())
     except (StopIteration, AttributeError):
         return False
-    return param.device.type == "cpu" and param.dtype == torch.float32 and _has_int8_engine()
+    return param.device.type == "cpu" and param.dtype == torch.float32
+
+
+def int8_applies(model) -> bool:
+    """Dynamic int8 quantization runs on a CPU only (fbgemm/qnnpack kernels), on float32 weights."""
+    return _float32_on_cpu(model) and _has_int8_engine()
 
 
 def _has_int8_engine() -> bool:
@@ -40,11 +44,7 @@ def _has_int8_engine() -> bool:
 
 def bf16_applies(model) -> bool:
     """bfloat16 autocast pays on a CPU with bfloat16 instructions only (elsewhere it is emulated, slower)."""
-    try:
-        param = next(model.parameters())
-    except (StopIteration, AttributeError):
-        return False
-    return param.device.type == "cpu" and param.dtype == torch.float32 and cpu_has_bf16()
+    return _float32_on_cpu(model) and cpu_has_bf16()
 
 
 @functools.lru_cache(maxsize=1)

@@ -607,8 +607,7 @@ def _decode_features(model, features: torch.Tensor, plan: _Plan, options: Decode
     if options.bf16:
         from engine.speech_speed import bf16_applies
 
-        options = replace(options, bf16=bf16_applies(model))  # what _start's decoder reads too
-    bf16 = options.bf16
+        options = replace(options, bf16=bf16_applies(model))  # what _beam's decoder reads too
     stride = encoder.conv1.stride[0] * encoder.conv2.stride[0]
     seek = [0] * features.shape[0]
     kept: list[list[int]] = [[] for _ in seek]
@@ -627,7 +626,7 @@ def _decode_features(model, features: torch.Tensor, plan: _Plan, options: Decode
         if words and not plan.timestamps:
             align = (words, [max(1, (lengths[i] if lengths else frames) // stride) for i in active], word_times)
         search = _beam if plan.beams > 1 and not plan.timestamps else _greedy
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # matmuls and convolutions in bf16
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=options.bf16):  # matmuls, convolutions in bf16
             encoded = encoder(window).last_hidden_state.to(features.dtype)
         rows = search(model, encoded, plan, options, should_stop, watch, stride,
                        prompt if all(seek[i] == 0 for i in active) else (), align)
@@ -767,12 +766,12 @@ def _beam(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
     cross = decoder.cross  # the alignment pass reads every row's, before any leaves the batch
     decoder.expand(k, prefix - 1)
     vocab = model.config.vocab_size
-    suppress = sorted({t for t in plan.suppress if 0 <= t < vocab})  # ids: a few columns, not a vocabulary mask
-    first = torch.tensor(sorted(set(suppress) | {t for t in plan.begin_suppress if 0 <= t < vocab}),
-                         dtype=torch.long, device=dev)
-    suppress_at_eos = torch.tensor(sorted(set(suppress) | {plan.eos}), dtype=torch.long, device=dev)
-    first_at_eos = torch.tensor(sorted(set(first.tolist()) | {plan.eos}), dtype=torch.long, device=dev)
-    suppress = torch.tensor(suppress, dtype=torch.long, device=dev)
+
+    def columns(first_step: bool, early: bool) -> torch.Tensor:  # token ids, not a vocabulary-wide mask
+        ids = {*plan.suppress, *(plan.begin_suppress if first_step else ()), *((plan.eos,) if early else ())}
+        return torch.tensor(sorted(t for t in ids if 0 <= t < vocab), dtype=torch.long, device=dev)
+
+    forbidden = {(f, e): columns(f, e) for f in (True, False) for e in (True, False)}
     live = list(range(b))  # the rows still searching, in the decoder's order (k decoder rows each)
     seqs: list[list[list[int]]] = [[[]] * k for _ in range(b)]  # per row, per beam: the tokens so far
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]  # per row: (summed log-prob, tokens)
@@ -783,9 +782,7 @@ def _beam(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
         check_stop(should_stop)
         decoder.reserve(prefix + n)
         logits = decoder.step(tokens, torch.tensor(prefix - 1 + n, device=dev), prefix + n)
-        early = n < plan.min_new_tokens  # the end of text is not allowed yet
-        forbid = (first_at_eos if early else first) if n == 0 else (suppress_at_eos if early else suppress)
-        logits = logits.index_fill_(1, forbid, neg)
+        logits = logits.index_fill_(1, forbidden[n == 0, n < plan.min_new_tokens], neg)  # (first step, too early)
         # Each beam's k + 1 best continuations hold the row's k best that do not end the text (OpenAI's way):
         # no log-softmax over the whole vocabulary is written, only its normaliser read.
         best, token_ids = logits.topk(k + 1, dim=-1)

@@ -223,7 +223,7 @@ def test_chunk_audio_joins_a_chunk_only_when_it_is_read(monkeypatch):
     joined = []
     read = audio_mod.Chunk.audio
     monkeypatch.setattr(audio_mod.Chunk, "audio", lambda self, src: joined.append(self) or read(self, src))
-    lazy = ChunkAudio(source, chunks)
+    lazy = ChunkAudio([(source, c) for c in chunks])
     assert len(lazy) == 2 and chunk_samples(lazy) == [25, 20] and not joined  # lengths without joining
     assert np.array_equal(lazy[0], np.concatenate([source[0:10], source[20:30], source[40:45]]))
     assert [len(a) for a in lazy[1:]] == [20] and len(joined) == 2

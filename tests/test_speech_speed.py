@@ -76,17 +76,21 @@ def test_int8_transcript_of_the_real_model_reads_the_example(real, example):
         assert min(abs(seg.start - s) for s in starts) <= 0.3
 
 
-def test_int8_off_never_builds_the_copy_and_the_registry_flag_sets_the_default(tiny_model, monkeypatch):
+def registry_speech_pipe(tiny_model, **flags):
+    """The tiny English Whisper as the registry loads it, with --speech-* settings `flags`."""
     from engine.registry import PipelineRegistry
     from engine.settings import Settings
 
+    settings = Settings.from_env(env={}, device="cpu", offline=True, asr_model=str(tiny_model("whisper_en")), **flags)
+    return PipelineRegistry(settings).get("automatic-speech-recognition")
+
+
+def test_int8_off_never_builds_the_copy_and_the_registry_flag_sets_the_default(tiny_model, monkeypatch):
     built = []
     monkeypatch.setattr(speech_speed, "int8_model", lambda m: built.append(m) or m)
     noise = (np.random.default_rng(0).standard_normal(4 * RATE) * 0.1).astype(np.float32)
     for flag in (False, True):
-        registry = PipelineRegistry(Settings.from_env(env={}, device="cpu", offline=True, speech_int8=flag,
-                                                      asr_model=str(tiny_model("whisper_en"))))
-        pipe = registry.get("automatic-speech-recognition")
+        pipe = registry_speech_pipe(tiny_model, speech_int8=flag)
         assert getattr(pipe, SPEECH_INT8_ATTR) is flag
         built.clear()
         transcribe_chunks(pipe, [noise], generate_kwargs=GREEDY,
@@ -150,15 +154,11 @@ def test_bf16_encoder_transcript_of_the_real_model_reads_the_example(real, examp
 
 
 def test_bf16_follows_the_registry_flag_and_never_runs_without_the_instructions(tiny_model, monkeypatch):
-    from engine.registry import PipelineRegistry
-    from engine.settings import Settings
     from engine.speech import SPEECH_BF16_ATTR, _decode_options
 
     noise = (np.random.default_rng(0).standard_normal(4 * RATE) * 0.1).astype(np.float32)
     for flag in (False, True):
-        registry = PipelineRegistry(Settings.from_env(env={}, device="cpu", offline=True, speech_bf16=flag,
-                                                      asr_model=str(tiny_model("whisper_en"))))
-        pipe = registry.get("automatic-speech-recognition")
+        pipe = registry_speech_pipe(tiny_model, speech_bf16=flag)
         assert getattr(pipe, SPEECH_BF16_ATTR) is flag
         assert _decode_options(pipe, TranscribeOptions()).bf16 is flag
         assert _decode_options(pipe, TranscribeOptions(bf16=not flag)).bf16 is (not flag)
