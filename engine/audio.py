@@ -245,6 +245,8 @@ class SileroVad:
         self._find = get_speech_timestamps
         self._from_probs = get_speech_timestamps_from_probs
         self._lock = threading.Lock()
+        self._build_lock = threading.Lock()
+        self._torch: dict[str, object] = {}  # device -> engine.silero_torch.SileroTorch
 
     @property
     def kind(self) -> str:
@@ -255,9 +257,10 @@ class SileroVad:
         """Speech regions as sample ranges; regions longer than max_speech_s are split at pauses."""
         return self.speech_sets(audio, sampling_rate, [(max_speech_s, min_silence_ms, pad_ms)])[0]
 
-    def speech_sets(self, audio: np.ndarray, sampling_rate: int,
-                    settings: Sequence[tuple[float, int, int]]) -> list[list[tuple[int, int]]]:
-        """speech() for each (max_speech_s, min_silence_ms, pad_ms), from one pass of the model where it can."""
+    def speech_sets(self, audio: np.ndarray, sampling_rate: int, settings: Sequence[tuple[float, int, int]],
+                    device=None) -> list[list[tuple[int, int]]]:
+        """speech() for each (max_speech_s, min_silence_ms, pad_ms), from one pass of the model where it can.
+        device: a CUDA device runs the network there (engine.silero_torch), else the CPU model."""
         audio16, step = audio, 1
         if sampling_rate != 16000:
             import librosa
@@ -266,7 +269,9 @@ class SileroVad:
             step = sampling_rate / 16000
         audio16 = np.ascontiguousarray(audio16, dtype=np.float32)
         n = audio.shape[0]
-        probs = self.probabilities(audio16).tolist() if self._sequence else None
+        gpu = device is not None and getattr(device, "type", str(device).split(":")[0]) == "cuda"
+        probs = self.probabilities(audio16, device if gpu else None)
+        probs = probs.tolist() if probs is not None else None
         out = []
         for max_speech_s, min_silence_ms, pad_ms in settings:
             params = dict(sampling_rate=16000, max_speech_duration_s=max_speech_s,
@@ -278,8 +283,15 @@ class SileroVad:
             out.append([(min(n, int(r["start"] * step)), min(n, int(r["end"] * step))) for r in found])
         return out
 
-    def probabilities(self, audio16: np.ndarray) -> np.ndarray:
-        """Per-frame speech probabilities; long audio in parts on threads, each warmed on what precedes it."""
+    def probabilities(self, audio16: np.ndarray, device=None) -> np.ndarray | None:
+        """Per-frame speech probabilities; long audio in parts on threads, each warmed on what precedes it.
+        With a (CUDA) device, the torch network there, a part per PART_S run side by side. None where only
+        the TorchScript model is here and no device is given (it finds regions itself)."""
+        if device is not None:
+            parts = max(1, int(audio16.shape[0] / 16000 // self.PART_S))
+            return self._on(device).probabilities(audio16, parts=parts, warm=self.WARM_FRAMES)
+        if not self._sequence:
+            return None
         frames = -(-audio16.shape[0] // self.FRAME)
         parts = min(self.threads, max(1, int(audio16.shape[0] / 16000 // self.PART_S)))
         if parts == 1:
@@ -296,6 +308,16 @@ class SileroVad:
 
         with ThreadPoolExecutor(max_workers=parts) as pool:
             return np.concatenate(list(pool.map(part, range(parts))))
+
+    def _on(self, device):
+        """The torch network on `device`, built on first use."""
+        from engine.silero_torch import SileroTorch
+
+        key = str(device)
+        with self._build_lock:
+            if key not in self._torch:
+                self._torch[key] = SileroTorch(device)
+            return self._torch[key]
 
     def _torchscript(self, audio16: np.ndarray, params: dict) -> list[dict]:
         import torch
@@ -422,19 +444,22 @@ def speech_chunks(audio: np.ndarray, sampling_rate: int, max_chunk_s: float = 30
     return speech_regions_and_chunks(audio, sampling_rate, max_chunk_s, vad)[1]
 
 
-def speech_regions(audio: np.ndarray, sampling_rate: int, vad: SileroVad | None = None) -> list[tuple[int, int]]:
-    """Where the VAD hears speech, as sample ranges (no length limit)."""
-    return (vad or silero_vad()).speech(audio, sampling_rate, max_speech_s=float("inf"),
-                                        min_silence_ms=REGION_MIN_SILENCE_MS, pad_ms=REGION_PAD_MS)
+def speech_regions(audio: np.ndarray, sampling_rate: int, vad: SileroVad | None = None,
+                   device=None) -> list[tuple[int, int]]:
+    """Where the VAD hears speech, as sample ranges (no length limit). device: as SileroVad.speech_sets'."""
+    return (vad or silero_vad()).speech_sets(audio, sampling_rate, [
+        (float("inf"), REGION_MIN_SILENCE_MS, REGION_PAD_MS)], device)[0]
 
 
 def speech_regions_and_chunks(audio: np.ndarray, sampling_rate: int, max_chunk_s: float = 30.0,
-                              vad: SileroVad | None = None) -> tuple[list[tuple[int, int]], list[Chunk]]:
+                              vad: SileroVad | None = None,
+                              device=None) -> tuple[list[tuple[int, int]], list[Chunk]]:
     """The speech regions the VAD heard (tight, as speech_regions gives them: sample ranges) and the chunks
-    joined from its padded regions (join_regions), from one pass of the VAD."""
+    joined from its padded regions (join_regions), from one pass of the VAD. device: as SileroVad.speech_sets'
+    (a CUDA device runs the VAD there: the speech model's, where it is on one)."""
     vad = vad or silero_vad()
     max_len = int(max_chunk_s * sampling_rate)
     tight, padded = vad.speech_sets(audio, sampling_rate, [
         (float("inf"), REGION_MIN_SILENCE_MS, REGION_PAD_MS),
-        (max(1.0, max_chunk_s), CHUNK_MIN_SILENCE_MS, CHUNK_PAD_MS)])
+        (max(1.0, max_chunk_s), CHUNK_MIN_SILENCE_MS, CHUNK_PAD_MS)], device)
     return tight, join_regions(padded, max_len)
