@@ -359,6 +359,37 @@ def _language_id(gc, language: str) -> int:
     return gc.lang_to_id[token]
 
 
+def encode(encoder, features: torch.Tensor) -> torch.Tensor:
+    """WhisperEncoder's last_hidden_state for log-mel `features`, the same operations in the same order with the
+    residual stream kept contiguous: transformers' forward keeps it in the convolutions' transposed layout, so
+    every residual add and layer norm of every layer reads strided memory, and copies queries, keys, values and
+    attention outputs once more (about a third of the encoder's time on an H200: bench/README.md section 4).
+    tests/test_whisper_batch.py pins it to the encoder's own forward."""
+    x = F.gelu(encoder.conv1(features))
+    x = F.gelu(encoder.conv2(x)).transpose(1, 2)
+    b, t, dim = x.shape
+    h = torch.add(x, encoder.embed_positions.weight[:t])
+    if not h.is_contiguous():
+        h = h.contiguous()
+    clamp = torch.finfo(h.dtype).max - 1000 if h.dtype == torch.float16 else None
+    for layer in encoder.layers:
+        sa = layer.self_attn
+        heads = sa.num_heads
+
+        def split(y: torch.Tensor) -> torch.Tensor:
+            return y.view(b, t, heads, -1).transpose(1, 2)
+
+        x = layer.self_attn_layer_norm(h)
+        a = F.scaled_dot_product_attention(split(sa.q_proj(x) * sa.scaling), split(sa.k_proj(x)),
+                                           split(sa.v_proj(x)), scale=1.0)
+        h = h + sa.out_proj(a.transpose(1, 2).reshape(b, t, dim))
+        x = layer.final_layer_norm(h)
+        h = h + layer.fc2(layer.activation_fn(layer.fc1(x)))
+        if clamp is not None:
+            h = h.clamp_(-clamp, clamp)
+    return encoder.layer_norm(h)
+
+
 class _StaticDecoder:
     """One Whisper decoder step over preallocated self-attention and cross-attention caches."""
 
@@ -627,7 +658,7 @@ def _decode_features(model, features: torch.Tensor, plan: _Plan, options: Decode
             align = (words, [max(1, (lengths[i] if lengths else frames) // stride) for i in active], word_times)
         search = _beam if plan.beams > 1 and not plan.timestamps else _greedy
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=options.bf16):  # matmuls, convolutions in bf16
-            encoded = encoder(window).last_hidden_state.to(features.dtype)
+            encoded = encode(encoder, window).to(features.dtype)
         rows = search(model, encoded, plan, options, should_stop, watch, stride,
                        prompt if all(seek[i] == 0 for i in active) else (), align)
         still = []

@@ -129,7 +129,7 @@ def encoder_dtypes(model, monkeypatch, has_bf16=True):
     works on any CPU, only slower without the instructions)."""
     seen = []
     monkeypatch.setattr(speech_speed, "cpu_has_bf16", lambda: has_bf16)
-    hook = model.get_encoder().register_forward_hook(
+    hook = model.get_encoder().conv1.register_forward_hook(  # (engine.whisper_batch.encode runs the layers)
         lambda *_: seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu")))
     return seen, hook
 

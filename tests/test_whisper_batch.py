@@ -176,7 +176,13 @@ class CountSteps:
             return step(decoder, *args)
 
         monkeypatch.setattr(wb._StaticDecoder, "step", counted)
-        model.get_encoder().register_forward_hook(lambda *_: setattr(self, "encodes", self.encodes + 1))
+        encode = wb.encode
+
+        def encoded(*args):
+            self.encodes += 1
+            return encode(*args)
+
+        monkeypatch.setattr(wb, "encode", encoded)
 
 
 def test_cancel_stops_before_the_next_decoding_step_and_runs_no_more_batches(tiny_en, monkeypatch):
@@ -230,6 +236,29 @@ def test_log_mel_equals_the_feature_extractor(tiny_en):
     chunks = [noise(1.5, 5), noise(30.0, 6)]
     expected = fe(chunks, sampling_rate=RATE, return_tensors="pt")["input_features"]
     assert torch.allclose(log_mel(fe, chunks, "cpu"), expected, atol=1e-5)
+
+
+def test_encode_is_the_encoders_own_forward(tiny_en):
+    """engine.whisper_batch.encode re-runs WhisperEncoder.forward's operations with a contiguous residual
+    stream: pinned to the forward of the transformers version installed (CPU float32 here; fp16 on a GPU below)."""
+    fe, encoder = tiny_en.feature_extractor, tiny_en.model.get_encoder()
+    features = log_mel(fe, [noise(3.0, 1), noise(30.0, 2)], "cpu")
+    with torch.inference_mode():
+        expected = encoder(features).last_hidden_state
+        got = wb.encode(encoder, features)
+    assert got.shape == expected.shape and got.is_contiguous()
+    assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_encode_is_the_encoders_own_forward_in_half_precision_on_a_gpu(tiny_en):
+    encoder = tiny_en.model.get_encoder()
+    half = type(encoder)(encoder.config).to("cuda", torch.float16).eval()
+    half.load_state_dict(encoder.state_dict())
+    features = log_mel(tiny_en.feature_extractor, [noise(3.0, 1), noise(30.0, 2)], "cuda").half()
+    with torch.inference_mode():
+        expected, got = half(features).last_hidden_state, wb.encode(half, features)
+    assert (got - expected).abs().max().item() < 1e-2
 
 
 def test_eager_attention_gives_the_same_text(tiny_en):
