@@ -415,6 +415,11 @@ class _StaticDecoder:
         self.positions = torch.arange(max_len, device=encoded.device)
         self.scale = float(getattr(self.dec, "embed_scale", 1.0) or 1.0)
         self.group = 1  # decoder rows per encoded row (beams): they share its cross-attention keys and values
+        # On a GPU each layer's query, key and value projections run as one matmul (a step's matmuls are small
+        # enough that each one's launch and tail cost more than its arithmetic: bench/README.md section 4).
+        self.qkv = [self._fused(layer.self_attn) for layer in self.dec.layers] if encoded.is_cuda else []
+        if not all(self.qkv):
+            self.qkv = []
 
     def expand(self, group: int, length: int) -> None:
         """Give every row `group` rows of its own self-attention cache (beams; its first `length` columns
@@ -459,6 +464,16 @@ class _StaticDecoder:
             for cache in (self.keys, self.values):
                 cache[:, moved, :, :length] = cache[:, sources[moved], :, :length]
 
+    @staticmethod
+    def _fused(sa) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """One weight and bias for sa's q, k and v projections (plain nn.Linear only), else None."""
+        projections = (sa.q_proj, sa.k_proj, sa.v_proj)
+        if not all(type(p) is torch.nn.Linear for p in projections):
+            return None
+        weight = torch.cat([p.weight for p in projections])
+        bias = torch.cat([p.bias if p.bias is not None else p.weight.new_zeros(p.out_features) for p in projections])
+        return weight, bias
+
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.shape[0], -1, self.heads, self.head_dim).transpose(1, 2).contiguous()
 
@@ -467,7 +482,7 @@ class _StaticDecoder:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         scores = (q @ k.transpose(-1, -2)) * self.head_dim ** -0.5
         if mask is not None:
-            scores = scores.masked_fill(~mask, float("-inf"))
+            scores = scores + mask if mask.is_floating_point() else scores.masked_fill(~mask, float("-inf"))
         return scores.softmax(dim=-1) @ v
 
     def step(self, tokens: torch.Tensor, pos: torch.Tensor, upto: int | None = None,
@@ -481,7 +496,10 @@ class _StaticDecoder:
         if upto is not None and not masked:
             return self._forward(tokens[:, None], at, None, upto)
         cols = self.positions if upto is None else self.positions[:upto]
-        return self._forward(tokens[:, None], at, (cols <= pos)[None, :], upto)
+        # An additive mask, made once for all layers (a boolean one is turned into this by every layer's sdpa).
+        zero = self.keys.new_zeros(())
+        return self._forward(tokens[:, None], at, torch.where(cols <= pos, zero, zero - float("inf"))[None, :],
+                             upto)
 
     def prefill(self, tokens: torch.Tensor) -> torch.Tensor:
         """Run tokens [batch, n] (columns 0..n-1) in one pass; logits (float32) after the last one."""
@@ -508,9 +526,14 @@ class _StaticDecoder:
         for i, layer in enumerate(dec.layers):
             sa = layer.self_attn
             x = layer.self_attn_layer_norm(h)
-            q = sa.q_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
-            self.keys[i].index_copy_(2, cols, sa.k_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2))
-            self.values[i].index_copy_(2, cols, sa.v_proj(x).view(b, t, self.heads, self.head_dim).transpose(1, 2))
+            if self.qkv:
+                q, k, v = (y.transpose(1, 2) for y in
+                           F.linear(x, *self.qkv[i]).view(b, t, 3, self.heads, self.head_dim).unbind(2))
+            else:
+                q, k, v = (p(x).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+                           for p in (sa.q_proj, sa.k_proj, sa.v_proj))
+            self.keys[i].index_copy_(2, cols, k)
+            self.values[i].index_copy_(2, cols, v)
             keys, values = (self.keys[i], self.values[i]) if upto is None else \
                 (self.keys[i][:, :, :upto], self.values[i][:, :, :upto])
             a = self._attend(q, keys, values, mask)

@@ -261,6 +261,29 @@ def test_encode_is_the_encoders_own_forward_in_half_precision_on_a_gpu(tiny_en):
     assert (got - expected).abs().max().item() < 1e-2
 
 
+def test_fused_projections_and_the_additive_mask_give_the_same_logits(tiny_en):
+    """On a GPU a layer's q, k and v projections run as one matmul and the step's mask is additive; checked
+    here on the CPU against the three projections and a boolean mask."""
+    model, dev = tiny_en.model, "cpu"
+    encoded = torch.randn(2, model.config.max_source_positions, model.config.d_model)
+    tokens = torch.tensor([[1, 5], [2, 7]])
+    logits = []
+    for fused in (False, True):
+        d = wb._StaticDecoder(model, encoded, 16, "sdpa")
+        if fused:
+            d.qkv = [d._fused(layer.self_attn) for layer in d.dec.layers]
+        with torch.inference_mode():
+            d.prefill(tokens[:, :1])
+            logits.append(d.step(tokens[:, 1], torch.tensor(1, device=dev), upto=8, masked=True))
+    assert torch.allclose(logits[0], logits[1], atol=1e-4)
+    with torch.inference_mode():  # the boolean mask the additive one replaced
+        d = wb._StaticDecoder(model, encoded, 16, "sdpa")
+        d.prefill(tokens[:, :1])
+        cols = d.positions[:8]
+        boolean = d._forward(tokens[:, 1:], torch.tensor([1]), (cols <= 1)[None, :], 8)
+    assert torch.allclose(boolean, logits[0], atol=1e-5)
+
+
 def test_eager_attention_gives_the_same_text(tiny_en):
     chunks = [noise(4.0, 7), noise(9.0, 8)]
     kwargs = {**GREEDY, "max_new_tokens": 10}
