@@ -284,6 +284,24 @@ def test_fused_projections_and_the_additive_mask_give_the_same_logits(tiny_en):
     assert torch.allclose(boolean, logits[0], atol=1e-5)
 
 
+def test_single_tokens_decode_as_the_tokenizer_decodes_them():
+    """engine.whisper_batch._SingleTokens decodes a batch's tokens through the tokenizers backend in one call:
+    the same string as WhisperTokenizer.decode([t], decode_with_timestamps=True) for every text token."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(WHISPER_TINY_EN))
+    ids = list(range(tokenizer.eos_token_id))
+    fast = wb._SingleTokens(tokenizer, [ids])
+    assert len(fast._single) == len(ids)
+    assert [fast.decode([i], decode_with_timestamps=True) for i in ids] == \
+        [tokenizer.decode([i], decode_with_timestamps=True) for i in ids]
+    several = [ids[40], ids[1000], tokenizer.eos_token_id]
+    assert fast.decode(several, decode_with_timestamps=True) == tokenizer.decode(several, decode_with_timestamps=True)
+    row = tokenizer.encode(" Hello there, general Kenobi.", add_special_tokens=False)
+    times = [(0.1 * i, 0.1 * i + 0.1) for i in range(len(row))]
+    assert wb._to_output(fast, row, "word", 0.02, times) == wb._to_output(tokenizer, row, "word", 0.02, times)
+
+
 def test_eager_attention_gives_the_same_text(tiny_en):
     chunks = [noise(4.0, 7), noise(9.0, 8)]
     kwargs = {**GREEDY, "max_new_tokens": 10}
