@@ -36,7 +36,30 @@ def reference_starts(cost: np.ndarray) -> list[int]:
     return [first[r] for r in range(n)]
 
 
-def test_batched_dtw_finds_openais_path_for_matrices_of_any_shape():
+@pytest.fixture(params=["numba", "numpy"])
+def warp(request, monkeypatch):
+    """dtw_starts compiled by numba (where installed: librosa needs it), and without it."""
+    import engine.whisper_align as wa
+
+    if request.param == "numba":
+        assert wa._compiled_first_frames() is not None
+    else:
+        monkeypatch.setattr(wa, "_compiled_first_frames", lambda: None)
+    return request.param
+
+
+def test_compiled_and_numpy_warps_agree_on_ties_and_shapes():
+    import engine.whisper_align as wa
+
+    rng = np.random.default_rng(3)
+    costs = [np.round(rng.standard_normal((int(rng.integers(1, 40)), int(rng.integers(1, 300))))).astype(np.float32)
+             for _ in range(30)]  # whole numbers: many ties between the three ways into a cell
+    compiled = dtw_starts(costs)
+    assert [list(a) for a in compiled] == [list(b) for b in wa._dtw_starts_numpy(costs)]
+    assert [list(a) for a in compiled] == [reference_starts(c) for c in costs]
+
+
+def test_batched_dtw_finds_openais_path_for_matrices_of_any_shape(warp):
     rng = np.random.default_rng(0)
     costs = [rng.standard_normal(shape).astype(np.float32) for shape in ((7, 30), (12, 25), (1, 9), (3, 40),
                                                                           (20, 21), (5, 5))]
@@ -45,7 +68,7 @@ def test_batched_dtw_finds_openais_path_for_matrices_of_any_shape():
     assert dtw_starts([]) == []
 
 
-def test_a_clear_diagonal_is_followed():
+def test_a_clear_diagonal_is_followed(warp):
     # Token k is said in frames 10k .. 10k + 9: the cheapest path enters row k at frame 10k.
     cost = np.ones((4, 40), dtype=np.float32)
     for k in range(4):
