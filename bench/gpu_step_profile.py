@@ -69,13 +69,11 @@ def stages(pipe, audio, options) -> dict:
         return wrapper
 
     targets = [(speech, "speech_regions_and_chunks"), (speech, "_run_chunks"), (speech, "stitch"),
-               (whisper_batch, "log_mel"), (whisper_batch, "_greedy"), (whisper_batch, "_token_times"),
+               (whisper_batch, "log_mel"), (whisper_batch, "encode"), (whisper_batch, "_greedy"), (whisper_batch, "_token_times"),
                (whisper_batch, "_to_output"), (whisper_batch, "_capture"), (whisper_batch, "_start"),
                (whisper_align, "alignment_matrix"), (whisper_align, "dtw_starts"),
                (whisper_batch._StaticDecoder, "cross_weights")]
-    encoder = pipe.model.get_encoder()
     patches = [mock.patch.object(obj, name, timed(name, getattr(obj, name))) for obj, name in targets]
-    patches.append(mock.patch.object(encoder, "forward", timed("encoder", encoder.forward)))
     for p in patches:
         p.start()
     try:
@@ -113,10 +111,19 @@ def kernel_table(fn, reps: int = 3, top: int = 30) -> dict:
 
 def variant_class(base, name: str):
     """A _StaticDecoder whose masked self-attention (a step's, over a graph's window) runs differently:
-    "selfmath", as explicit matmuls and a softmax; "selfeff", under sdpa's memory-efficient kernel."""
+    "selfmath", as explicit matmuls and a softmax; "selfeff", under sdpa's memory-efficient kernel;
+    "crossbshd": the cross-attention keys and values read in the projections' layout, not copied."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     class Variant(base):
+        def __init__(self, model, encoded, *a, **k):
+            super().__init__(model, encoded, *a, **k)
+            if "crossbshd" in name:  # cross keys and values left in the projections' layout (no copy)
+                b, t = encoded.shape[:2]
+                self.cross = [tuple(p(encoded).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+                                    for p in (layer.encoder_attn.k_proj, layer.encoder_attn.v_proj))
+                              for layer in self.dec.layers]
+
         def _attend(self, q, k, v, mask=None):
             if mask is None or q.shape[2] != 1:
                 return super()._attend(q, k, v, mask)
@@ -176,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--assets", default=str(ROOT / ".gpu"))
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--tokens", type=int, default=100)
-    parser.add_argument("--variants", default="base,selfmath,selfeff")
+    parser.add_argument("--variants", default="base,selfmath,selfeff,crossbshd")
     parser.add_argument("--out", default=None)
     parser.add_argument("--smoke", action="store_true", help="tiny model, half a minute, on the CPU (a check)")
     args = parser.parse_args(argv)
@@ -235,8 +242,8 @@ def main(argv: list[str] | None = None) -> dict:
     with torch.inference_mode():
         feats = wb.log_mel(pipe.feature_extractor, chunks, model.device).to(model.dtype)
         encoder = model.get_encoder()
-        result["encoder_kernels"] = kernel_table(lambda: encoder(feats), reps=1, top=15)
-        encoded = encoder(feats).last_hidden_state
+        result["encoder_kernels"] = kernel_table(lambda: wb.encode(encoder, feats), reps=1, top=15)
+        encoded = wb.encode(encoder, feats)
         decoder = wb._StaticDecoder(model, encoded, 128, "sdpa")
         prompt = torch.tensor([list(plan.init_tokens)] * encoded.shape[0], device=encoded.device)
         decoder.prefill(prompt[:, :-1])
