@@ -32,6 +32,7 @@ _CHECK_EVERY = 16  # steps between looks at "have all rows ended?" (each look wa
 # A CUDA graph has fixed shapes, so its self-attention reads a fixed number of cache columns under a mask:
 # one graph per window, captured when the text first needs it (most 30 s chunks stay within 128 tokens).
 GRAPH_WINDOWS = (128, 256)
+WARM_STEPS = 2  # real decoding steps before a window's graph is captured (engine.whisper_batch._warm)
 # Beam search's self-attention caches (rows x beams of them) grow with the text, this many columns at a time
 # at first, instead of being allocated for the longest text at once.
 BEAM_CACHE_COLUMNS = 64
@@ -406,9 +407,7 @@ class _StaticDecoder:
         self.dim = cfg.d_model
         self.head_dim = self.dim // self.heads
         self.attention = attention
-        self.cross = cross or [(self._split(layer.encoder_attn.k_proj(encoded)).to(cross_dtype or encoded.dtype),
-                                self._split(layer.encoder_attn.v_proj(encoded)).to(cross_dtype or encoded.dtype))
-                               for layer in self.dec.layers]
+        self.cross = cross or [self._cross(layer.encoder_attn, encoded, cross_dtype) for layer in self.dec.layers]
         self.max_len = max_len
         shape = (len(self.dec.layers), self.batch, self.heads, max_len, self.head_dim)
         self.keys = encoded.new_zeros(shape)
@@ -474,6 +473,25 @@ class _StaticDecoder:
         weight = torch.cat([p.weight for p in projections])
         bias = torch.cat([p.bias if p.bias is not None else p.weight.new_zeros(p.out_features) for p in projections])
         return weight, bias
+
+    def _cross(self, attn, encoded: torch.Tensor, dtype: torch.dtype | None,
+               joint: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One layer's cross-attention keys and values [batch, heads, frames, head_dim]. joint (default: on a
+        GPU, plain nn.Linear projections): both from one matmul, read where it wrote them (strided views),
+        instead of two matmuls each copied into the heads-first layout (the same step time on an H200,
+        bench/gpu_step_profile.py's crossbshd, without copying 14 GB for 57 chunks of a large model)."""
+        if joint is None:
+            joint = encoded.is_cuda and dtype in (None, encoded.dtype) and all(
+                type(p) is torch.nn.Linear for p in (attn.k_proj, attn.v_proj))
+        if not joint:
+            return (self._split(attn.k_proj(encoded)).to(dtype or encoded.dtype),
+                    self._split(attn.v_proj(encoded)).to(dtype or encoded.dtype))
+        k, v = attn.k_proj, attn.v_proj
+        bias = torch.cat([k.bias if k.bias is not None else k.weight.new_zeros(k.out_features),
+                          v.bias if v.bias is not None else v.weight.new_zeros(v.out_features)])
+        both = F.linear(encoded, torch.cat([k.weight, v.weight]), bias)
+        both = both.view(encoded.shape[0], encoded.shape[1], 2, self.heads, self.head_dim)
+        return both[:, :, 0].transpose(1, 2), both[:, :, 1].transpose(1, 2)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(x.shape[0], -1, self.heads, self.head_dim).transpose(1, 2).contiguous()
@@ -744,26 +762,32 @@ def _greedy(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
     windows = sorted({min(w, decoder.max_len) for w in GRAPH_WINDOWS} | {decoder.max_len})
     use_graph = options.cuda_graph and dev.type == "cuda"
 
-    def run(done: int) -> None:
-        """Step `done`: self-attention over the columns written so far (prefix + done of them)."""
+    def run(done: int) -> int:
+        """Step `done` (self-attention over the prefix + done columns written so far); the steps it took: where a
+        CUDA graph is captured, the WARM_STEPS before it."""
         nonlocal use_graph
         need = prefix + done
         if use_graph:
-            window = next(w for w in windows if w >= need)
-            if window not in graphs and done + 3 <= steps:  # the capture's warm-up steps stay in bounds
+            fit = min((w for w in graphs if w >= need), default=None)
+            if fit is not None:
+                graphs[fit]()
+                return 1
+            ahead = next((w for w in windows if w >= need + WARM_STEPS), None)
+            if ahead is not None and done + WARM_STEPS < steps:  # the graph has steps left to replay
+                _warm(loop, ahead)
                 try:
-                    graphs[window] = _capture(loop, window)
+                    graphs[ahead] = _capture(loop, ahead)
                 except RuntimeError as exc:  # a kernel that cannot be captured: decode without graphs
                     warnings.warn(f"CUDA graph capture failed, decoding step by step: {exc}", RuntimeWarning)
                     use_graph = False
-            if window in graphs:
-                return graphs[window]()
-            if use_graph:
-                return loop.step(window)
+                return WARM_STEPS
+            loop.step(next(w for w in windows if w >= need))
+            return 1
         loop.step(need, masked=False)
+        return 1
 
     check_stop(should_stop)
-    run(0)
+    taken = run(0)
     frames = encoded.shape[1] * stride
     # Without a CUDA graph (fixed shapes), rows that ended leave the batch: on a CPU each row costs its
     # share of every step. Rows are independent, so the tokens are the same (int8: within rounding).
@@ -771,11 +795,10 @@ def _greedy(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
     done_out = torch.full_like(loop.out, plan.pad) if drop else loop.out
     rows = torch.arange(b, device=dev)
     reached = [0.0] * b  # per original row, for watch
-    for done in range(steps):
-        if done:
-            check_stop(should_stop)
-            run(done)
-        if (done + 1) % _CHECK_EVERY == 0 and done + 1 < steps:
+    looked = 0  # steps taken at the last look
+    while True:
+        if taken // _CHECK_EVERY > looked // _CHECK_EVERY and taken < steps:
+            looked = taken
             if watch is not None:
                 for row, at in zip(rows.tolist(), _frames_reached(loop, plan, frames, stride)):
                     reached[row] = at
@@ -790,6 +813,10 @@ def _greedy(model, encoded: torch.Tensor, plan: _Plan, options: DecodeOptions,
                 keep = (~loop.finished).nonzero()[:, 0]
                 rows = rows[keep]
                 loop.keep_rows(keep)
+        if taken >= steps:
+            break
+        check_stop(should_stop)
+        taken += run(taken)
     if drop:
         done_out[rows] = loop.out
     out = done_out.cpu().tolist()
@@ -919,25 +946,25 @@ def _frames_reached(loop: _Loop, plan: _Plan, frames: int, stride: int) -> list[
     return [float(frames) if e else float(a) for e, a in zip(ended, at)]
 
 
-def _capture(loop: _Loop, window: int | None = None) -> Callable[[], None]:
-    """Record loop.step(window) as a CUDA graph; warm-up runs are undone before returning.
+def _warm(loop: _Loop, window: int) -> None:
+    """WARM_STEPS real decoding steps over `window`, on a side stream: what capturing needs first (cuBLAS
+    workspaces, attention plans); they are the decode's own steps, not thrown away."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(WARM_STEPS):
+            loop.step(window)
+    torch.cuda.current_stream().wait_stream(stream)
+
+
+def _capture(loop: _Loop, window: int) -> Callable[[], None]:
+    """Record loop.step(window) as a CUDA graph (nothing runs while it is recorded); _warm first.
 
     (torch 2.11 on an H200 already picks cuDNN's attention for the decoder's cross-attention, at 4.1 TB/s:
     bench/gpu_attention_profile.py.)"""
-    saved = [t.clone() for t in loop.state()]
-    try:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                loop.step(window)
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            loop.step(window)
-    finally:
-        for t, s in zip(loop.state(), saved):
-            t.copy_(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        loop.step(window)
     return graph.replay
 
 

@@ -262,8 +262,8 @@ def test_encode_is_the_encoders_own_forward_in_half_precision_on_a_gpu(tiny_en):
 
 
 def test_fused_projections_and_the_additive_mask_give_the_same_logits(tiny_en):
-    """On a GPU a layer's q, k and v projections run as one matmul and the step's mask is additive; checked
-    here on the CPU against the three projections and a boolean mask."""
+    """On a GPU a layer's q, k and v projections run as one matmul, so do its cross-attention keys and values,
+    and the step's mask is additive; checked here on the CPU against separate projections and a boolean mask."""
     model, dev = tiny_en.model, "cpu"
     encoded = torch.randn(2, model.config.max_source_positions, model.config.d_model)
     tokens = torch.tensor([[1, 5], [2, 7]])
@@ -272,6 +272,8 @@ def test_fused_projections_and_the_additive_mask_give_the_same_logits(tiny_en):
         d = wb._StaticDecoder(model, encoded, 16, "sdpa")
         if fused:
             d.qkv = [d._fused(layer.self_attn) for layer in d.dec.layers]
+            d.cross = [d._cross(layer.encoder_attn, encoded, None, joint=True) for layer in d.dec.layers]
+            assert not d.cross[0][0].is_contiguous()  # read where the one matmul wrote them
         with torch.inference_mode():
             d.prefill(tokens[:, :1])
             logits.append(d.step(tokens[:, 1], torch.tensor(1, device=dev), upto=8, masked=True))
