@@ -33,21 +33,59 @@ def median_filter(x: torch.Tensor, width: int) -> torch.Tensor:
     return padded.unfold(-1, width, 1).sort(dim=-1).values[..., pad]
 
 
+GROUP_BYTES = 1 << 30  # on a GPU, rows whose median filter's sort (values and indices) fits in this go at once
+
+
 def alignment_matrix(weights: torch.Tensor, rows: Sequence[int], frames: Sequence[int],
                      filter_width: int = 7) -> list[np.ndarray]:
     """weights [batch, heads, tokens, frames] -> per row the cost matrix [rows[b], frames[b]] to warp.
 
     Each row keeps its first rows[b] token rows and frames[b] frames (its real audio, not the padding),
     normalised per head over the tokens (zero mean, unit deviation), median filtered, averaged over heads.
+    On a GPU, rows go through together, GROUP_BYTES at a time (one copy to the host each, instead of a
+    dozen small kernels and a copy per row); on a CPU, row by row.
     """
-    out = []
-    for b, (n, m) in enumerate(zip(rows, frames)):
+    pad = filter_width // 2
+    out: list[np.ndarray | None] = [None] * len(rows)
+    together = [b for b in range(len(rows)) if weights.is_cuda and frames[b] > pad and filter_width > 1]
+    for b in sorted(set(range(len(rows))) - set(together)):
+        n, m = rows[b], frames[b]
         w = weights[b, :, :n, :m].float()
         std, mean = torch.std_mean(w, dim=-2, keepdim=True, unbiased=False)
         w = (w - mean) / std.clamp(min=1e-10)
-        w = median_filter(w, filter_width).mean(dim=0)
-        out.append((-w).cpu().numpy())
-    return out
+        out[b] = (-median_filter(w, filter_width).mean(dim=0)).cpu().numpy()
+    if together:
+        per_row = 12 * weights.shape[1] * max(rows[b] for b in together) * max(frames[b] for b in together) * \
+            filter_width
+        size = max(1, GROUP_BYTES // max(1, per_row))
+        for at in range(0, len(together), size):
+            group = together[at:at + size]
+            for b, cost in zip(group, _aligned_together(weights, group, rows, frames, filter_width)):
+                out[b] = cost
+    return out  # type: ignore[return-value]
+
+
+def _aligned_together(weights: torch.Tensor, group: Sequence[int], rows: Sequence[int], frames: Sequence[int],
+                      filter_width: int) -> list[np.ndarray]:
+    """alignment_matrix for the rows `group` at once: each normalised over its own tokens, its frames
+    reflected at its own end before the median filter (every frames[b] > filter_width // 2)."""
+    dev = weights.device
+    n, m, pad = max(rows[b] for b in group), max(frames[b] for b in group), filter_width // 2
+    index = torch.as_tensor(list(group), device=dev)
+    w = weights.index_select(0, index)[:, :, :n, :m].float()
+    count = torch.as_tensor([rows[b] for b in group], device=dev, dtype=w.dtype)
+    keep = (torch.arange(n, device=dev)[None, :] < count[:, None])[:, None, :, None]  # [g, 1, n, 1]
+    mean = (w * keep).sum(dim=-2, keepdim=True) / count[:, None, None, None]
+    std = (((w - mean) * keep) ** 2).sum(dim=-2, keepdim=True).div(count[:, None, None, None]).sqrt()
+    w = (w - mean) / std.clamp(min=1e-10)
+    # Reflect each row at its own last frame (F.pad's "reflect"), then the median of each window.
+    last = torch.as_tensor([frames[b] - 1 for b in group], device=dev)[:, None]
+    at = (torch.arange(m + 2 * pad, device=dev)[None, :] - pad).abs()
+    at = torch.where(at > last, 2 * last - at, at).clamp(min=0)
+    at = torch.minimum(at, last)[:, None, None, :].expand(-1, w.shape[1], n, -1)
+    w = torch.gather(w, -1, at).unfold(-1, filter_width, 1).sort(dim=-1).values[..., pad]
+    costs = (-w.mean(dim=1)).cpu().numpy()
+    return [costs[i, :rows[b], :frames[b]] for i, b in enumerate(group)]
 
 
 def _first_frames(x: np.ndarray) -> np.ndarray:

@@ -96,3 +96,31 @@ def test_token_times_are_seconds_each_token_ending_where_the_next_starts():
     assert second.ravel().tolist() == pytest.approx([0.0, 10 * FRAME_S])
     (none,) = token_times(weights[:1], counts=[0], frames=[60])
     assert none.shape == (0, 2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_rows_aligned_together_on_a_gpu_are_the_rows_aligned_one_by_one():
+    import engine.whisper_align as wa
+
+    torch.manual_seed(0)
+    weights = torch.rand(9, 4, 30, 400, device="cuda").softmax(dim=-1).half()
+    rows, frames = [1, 5, 30, 12, 7, 30, 2, 18, 25], [400, 9, 350, 4, 3, 120, 400, 77, 5]
+    together = wa.alignment_matrix(weights, rows, frames)
+    alone = [wa.alignment_matrix(weights.cpu()[b:b + 1], [rows[b]], [frames[b]])[0] for b in range(len(rows))]
+    for a, b in zip(together, alone):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_rows_aligned_together_are_the_rows_aligned_one_by_one():
+    """What a GPU runs (engine.whisper_align._aligned_together), checked on the CPU against the row-by-row path."""
+    import engine.whisper_align as wa
+
+    torch.manual_seed(0)
+    weights = torch.rand(8, 4, 30, 400).softmax(dim=-1)
+    rows, frames = [1, 5, 30, 12, 30, 2, 18, 25], [400, 9, 350, 4, 120, 400, 77, 5]
+    together = wa._aligned_together(weights, range(8), rows, frames, 7)
+    alone = wa.alignment_matrix(weights, rows, frames)
+    for a, b in zip(together, alone):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, atol=1e-4)
