@@ -439,9 +439,10 @@ def join_regions(regions: Sequence[tuple[int, int]], max_len: int) -> list[Chunk
 
 
 def speech_chunks(audio: np.ndarray, sampling_rate: int, max_chunk_s: float = 30.0,
-                  vad: SileroVad | None = None) -> list[Chunk]:
-    """VAD-cut chunks, each at most max_chunk_s of audio, borders inside silences; [] if no speech."""
-    return speech_regions_and_chunks(audio, sampling_rate, max_chunk_s, vad)[1]
+                  vad: SileroVad | None = None, device=None) -> list[Chunk]:
+    """VAD-cut chunks, each at most max_chunk_s of audio, borders inside silences; [] if no speech.
+    device: as SileroVad.speech_sets'."""
+    return speech_regions_and_chunks(audio, sampling_rate, max_chunk_s, vad, device)[1]
 
 
 def speech_regions(audio: np.ndarray, sampling_rate: int, vad: SileroVad | None = None,
