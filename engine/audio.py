@@ -400,6 +400,31 @@ class ChunkAudio(collections.abc.Sequence):
     def samples(self, index: int) -> int:
         return self.parts[index][1].samples
 
+    def waves(self, index: slice, length: int, device):
+        """The chunks self[index] as the rows of a zero-padded float32 tensor [rows, length] on `device` (each
+        cut to `length`): the span of each recording that the rows read goes to the device in one copy, and the
+        pieces are put together there, not joined on the host first."""
+        import torch
+
+        parts = self.parts[index]
+        out = torch.zeros(len(parts), length, dtype=torch.float32, device=device)
+        spans: dict[int, list] = {}
+        for source, chunk in parts:
+            span = spans.setdefault(id(source), [source, chunk.start, chunk.end])
+            span[1], span[2] = min(span[1], chunk.start), max(span[2], chunk.end)
+        sent = {key: (lo, torch.from_numpy(np.ascontiguousarray(source[lo:hi], dtype=np.float32)).to(device))
+                for key, (source, lo, hi) in spans.items()}
+        for row, (source, chunk) in enumerate(parts):
+            lo, data = sent[id(source)]
+            at = 0
+            for start, end in chunk.pieces:
+                n = min(end - start, length - at)
+                if n <= 0:
+                    break
+                out[row, at:at + n] = data[start - lo:start - lo + n]
+                at += n
+        return out
+
 
 def chunk_samples(chunks: Sequence[np.ndarray]) -> list[int]:
     """Samples per chunk, without joining a ChunkAudio's pieces."""

@@ -30,7 +30,25 @@ def median_filter(x: torch.Tensor, width: int) -> torch.Tensor:
     pad = width // 2
     shape = x.shape
     padded = F.pad(x.reshape(-1, 1, shape[-1]), (pad, pad), mode="reflect").reshape(*shape[:-1], -1)
-    return padded.unfold(-1, width, 1).sort(dim=-1).values[..., pad]
+    return window_medians(padded, width)
+
+
+# Devillard's median-of-7 network ("Fast median search", 1998): after these compare-and-swaps, element 3 is
+# the median. tests/test_whisper_align.py checks it on every 0/1 input (the 0-1 principle) and against sort.
+MEDIAN_OF_7 = ((0, 5), (0, 3), (1, 6), (2, 4), (0, 1), (3, 5), (2, 6), (2, 3), (3, 6), (4, 5), (1, 4), (1, 3), (3, 4))
+
+
+def window_medians(padded: torch.Tensor, width: int) -> torch.Tensor:
+    """The median of every `width` consecutive values along the last dimension ([..., n + width - 1] -> [..., n]).
+    Width 7 (Whisper's) through MEDIAN_OF_7's 13 elementwise min/max pairs: the same values a sort picks,
+    without sorting a [..., n, 7] tensor (on an H200 the sort took 55 ms of the 57 rows' alignment)."""
+    if width != 7:
+        return padded.unfold(-1, width, 1).sort(dim=-1).values[..., width // 2]
+    n = padded.shape[-1] - width + 1
+    p = [padded[..., k:k + n] for k in range(width)]
+    for a, b in MEDIAN_OF_7:
+        p[a], p[b] = torch.minimum(p[a], p[b]), torch.maximum(p[a], p[b])
+    return p[3]
 
 
 GROUP_BYTES = 1 << 30  # on a GPU, rows whose median filter's sort (values and indices) fits in this go at once
@@ -83,7 +101,7 @@ def _aligned_together(weights: torch.Tensor, group: Sequence[int], rows: Sequenc
     at = (torch.arange(m + 2 * pad, device=dev)[None, :] - pad).abs()
     at = torch.where(at > last, 2 * last - at, at).clamp(min=0)
     at = torch.minimum(at, last)[:, None, None, :].expand(-1, w.shape[1], n, -1)
-    w = torch.gather(w, -1, at).unfold(-1, filter_width, 1).sort(dim=-1).values[..., pad]
+    w = window_medians(torch.gather(w, -1, at), filter_width)
     costs = (-w.mean(dim=1)).cpu().numpy()
     return [costs[i, :rows[b], :frames[b]] for i, b in enumerate(group)]
 

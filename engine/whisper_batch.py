@@ -150,9 +150,16 @@ def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8
     with torch.inference_mode():
         for start in range(0, len(chunks), batch_size):
             check_stop(should_stop)
-            batch = chunks[start:start + batch_size]
-            features = log_mel(pipe.feature_extractor, batch,
-                               model.device if options.features_on_device else "cpu")
+            fe = pipe.feature_extractor
+            span = slice(start, start + batch_size)
+            on_gpu = options.features_on_device and model.device.type == "cuda"
+            if on_gpu and isinstance(chunks, ChunkAudio) and _plain_features(fe):  # joined on the device
+                features = log_mel_of(fe, chunks.waves(span, fe.n_samples, model.device))
+                batch_samples = [chunks.samples(i) for i in range(*span.indices(len(chunks)))]
+            else:
+                batch = chunks[span]
+                features = log_mel(fe, batch, model.device if options.features_on_device else "cpu")
+                batch_samples = [len(c) for c in batch]
 
             def reached(rows: list[tuple[int, float]], first: int = start) -> None:
                 for row, frames in rows:
@@ -160,7 +167,7 @@ def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8
                 meter.report()
 
             times: list | None = [] if words else None
-            lengths = [-(-len(c) // pipe.feature_extractor.hop_length) for c in batch]
+            lengths = [-(-n // fe.hop_length) for n in batch_samples]
             rows = _decode_features(model, features.to(model.device, model.dtype), plan, options, should_stop,
                                     reached if progress is not None else None, prompt,
                                     words=heads, lengths=lengths, word_times=times)
@@ -168,7 +175,7 @@ def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8
             for i, ids in enumerate(rows):
                 out.append(_to_output(tokenizer, ids, return_timestamps, time_precision,
                                       times[i] if times is not None else None))
-            meter.finish(range(start, start + len(batch)))
+            meter.finish(range(start, start + len(batch_samples)))
     return out
 
 
@@ -215,14 +222,24 @@ def log_mel(feature_extractor, chunks: Sequence[np.ndarray], device: str | torch
     the encoder reads it without a round trip through the host.
     """
     fe = feature_extractor
-    if getattr(fe, "dither", 0.0) or getattr(fe, "do_normalize", False):
+    if not _plain_features(fe):
         out = fe(list(chunks), sampling_rate=fe.sampling_rate, return_tensors="pt")
         return out["input_features"].to(device)
     waves = torch.zeros(len(chunks), fe.n_samples, dtype=torch.float32)
     for i, chunk in enumerate(chunks):
         chunk = np.asarray(chunk, dtype=np.float32)[: fe.n_samples]
         waves[i, : len(chunk)] = torch.from_numpy(chunk)
-    waves = waves.to(device, non_blocking=True)
+    return log_mel_of(fe, waves.to(device, non_blocking=True))
+
+
+def _plain_features(fe) -> bool:
+    """Whether log_mel_of computes this feature extractor's features (no dither, no normalisation)."""
+    return not (getattr(fe, "dither", 0.0) or getattr(fe, "do_normalize", False))
+
+
+def log_mel_of(feature_extractor, waves: torch.Tensor) -> torch.Tensor:
+    """log_mel of waves [rows, n_samples] already padded, on their device."""
+    fe, device = feature_extractor, waves.device
     window = torch.hann_window(fe.n_fft, device=device)
     stft = torch.stft(waves, fe.n_fft, fe.hop_length, window=window, return_complex=True)
     magnitudes = (stft[..., :-1].abs() ** 2).contiguous()

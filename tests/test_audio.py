@@ -279,3 +279,22 @@ def test_onnx_sequence_vad_finds_what_the_torchscript_vad_finds_also_in_parts_on
 
 def test_silence_and_noise_free_audio_has_no_chunks():
     assert speech_chunks(np.zeros(5 * RATE, np.float32), RATE) == []
+
+
+def test_chunk_audio_waves_are_the_joined_chunks_zero_padded_on_the_device():
+    """ChunkAudio.waves (what a GPU's log-mel reads: each recording's span sent once, pieces joined there)."""
+    import torch
+
+    from engine.audio import Chunk
+
+    rng = np.random.default_rng(0)
+    first, second = rng.standard_normal(5000).astype(np.float32), rng.standard_normal(3000).astype(np.float32)
+    parts = [(first, Chunk(((100, 400), (900, 1000)))), (second, Chunk(((0, 2500),))),
+             (first, Chunk(((4000, 5000),))), (second, Chunk(((2600, 2700), (2800, 3000))))]
+    audio = ChunkAudio(parts)
+    waves = audio.waves(slice(0, 4), 1200, "cpu")
+    assert waves.shape == (4, 1200) and waves.dtype == torch.float32
+    for row, joined in zip(waves, audio[0:4]):
+        n = min(len(joined), 1200)
+        assert np.array_equal(row[:n].numpy(), joined[:n]) and not row[n:].any()
+    assert torch.equal(audio.waves(slice(1, 3), 1200, "cpu"), waves[1:3])

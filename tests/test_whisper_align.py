@@ -124,3 +124,17 @@ def test_rows_aligned_together_are_the_rows_aligned_one_by_one():
     for a, b in zip(together, alone):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_the_median_of_7_network_picks_the_middle_value():
+    import itertools
+
+    from engine.whisper_align import window_medians
+
+    bits = torch.tensor(list(itertools.product((0.0, 1.0), repeat=7)))  # every 0/1 input: the 0-1 principle
+    assert torch.equal(window_medians(bits, 7)[:, 0], bits.sort(dim=-1).values[:, 3])
+    x = torch.randn(3, 5, 200)
+    x[0, 0, 10:30] = 0.5  # ties
+    expected = x.unfold(-1, 7, 1).sort(dim=-1).values[..., 3]
+    assert torch.equal(window_medians(x, 7), expected)
+    assert torch.equal(window_medians(x, 5), x.unfold(-1, 5, 1).sort(dim=-1).values[..., 2])
