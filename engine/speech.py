@@ -6,6 +6,7 @@ import bisect
 import itertools
 import json
 import math
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -423,8 +424,11 @@ def _join_pieces(items: Sequence[tuple[float, float, str]]) -> list[Word]:
     return words
 
 
+_ALNUM = re.compile(r"[^\W_]")  # a character str.isalnum() accepts (\w is those and "_")
+
+
 def _has_word(text: str) -> bool:
-    return any(ch.isalnum() for ch in text)
+    return _ALNUM.search(text) is not None
 
 
 def _absolute(chunks: Iterable[Mapping[str, Any]], pieces: Sequence[tuple[float, float]]
@@ -460,11 +464,11 @@ def group_words(words: Sequence[Word], max_gap: float = SEGMENT_GAP_S,
                                     tuple(current)))
             current.clear()
 
+    length = -1  # characters of the current words joined by spaces
     for word in words:
-        if current:
-            length = sum(len(w.text) + 1 for w in current) + len(word.text)
-            if word.start - current[-1].end > max_gap or length > max_chars:
-                close()
+        if current and (word.start - current[-1].end > max_gap or length + 1 + len(word.text) > max_chars):
+            close()
+        length = length + 1 + len(word.text) if current else len(word.text)
         current.append(word)
         if word.text.endswith((".", "?", "!")):
             close()
@@ -501,6 +505,8 @@ def snap_to_speech(segments: Sequence[Segment], regions: Sequence[tuple[float, f
 def _snap_word(regions: Sequence[tuple[float, float]], start: float, end: float) -> tuple[float, float]:
     best, most = None, 0.0
     for a, b in regions:
+        if b <= start:
+            continue
         if a >= end:
             break
         if min(end, b) - max(start, a) > most:
