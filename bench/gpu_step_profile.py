@@ -51,7 +51,7 @@ def stages(pipe, audio, options) -> dict:
     """Seconds per stage of one transcribe(), from wrappers put around the engine's functions for the call."""
     from unittest import mock
 
-    from engine import audio, speech, whisper_align, whisper_batch
+    from engine import audio as engine_audio, speech, whisper_align, whisper_batch
 
     spent: dict[str, float] = collections.defaultdict(float)
     calls: dict[str, int] = collections.defaultdict(int)
@@ -69,7 +69,7 @@ def stages(pipe, audio, options) -> dict:
         return wrapper
 
     targets = [(speech, "speech_regions_and_chunks"), (speech, "_run_chunks"), (speech, "stitch"),
-               (whisper_batch, "log_mel"), (whisper_batch, "log_mel_of"), (audio.ChunkAudio, "waves"),
+               (whisper_batch, "log_mel"), (whisper_batch, "log_mel_of"), (engine_audio.ChunkAudio, "waves"),
                (whisper_batch, "encode"), (whisper_batch, "_greedy"), (whisper_batch, "_token_times"),
                (whisper_batch, "_to_output"), (whisper_batch, "_warm"), (whisper_batch, "_capture"),
                (whisper_batch, "_start"),
