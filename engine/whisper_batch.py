@@ -482,14 +482,17 @@ class _StaticDecoder:
                 cache[:, moved, :, :length] = cache[:, sources[moved], :, :length]
 
     @staticmethod
-    def _fused(sa) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """One weight and bias for sa's q, k and v projections (plain nn.Linear only), else None."""
-        projections = (sa.q_proj, sa.k_proj, sa.v_proj)
-        if not all(type(p) is torch.nn.Linear for p in projections):
+    def _joined(linears) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """One weight and bias for linear layers that read the same input (plain nn.Linear only; a missing bias
+        as zeros), else None."""
+        if not all(type(p) is torch.nn.Linear for p in linears):
             return None
-        weight = torch.cat([p.weight for p in projections])
-        bias = torch.cat([p.bias if p.bias is not None else p.weight.new_zeros(p.out_features) for p in projections])
-        return weight, bias
+        return (torch.cat([p.weight for p in linears]),
+                torch.cat([p.bias if p.bias is not None else p.weight.new_zeros(p.out_features) for p in linears]))
+
+    def _fused(self, sa) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """One weight and bias for sa's q, k and v projections, else None."""
+        return self._joined((sa.q_proj, sa.k_proj, sa.v_proj))
 
     def _cross(self, attn, encoded: torch.Tensor, dtype: torch.dtype | None,
                joint: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -498,16 +501,12 @@ class _StaticDecoder:
         instead of two matmuls each copied into the heads-first layout (the same step time on an H200,
         bench/gpu_step_profile.py's crossbshd, without copying 14 GB for 57 chunks of a large model)."""
         if joint is None:
-            joint = encoded.is_cuda and dtype in (None, encoded.dtype) and all(
-                type(p) is torch.nn.Linear for p in (attn.k_proj, attn.v_proj))
-        if not joint:
+            joint = encoded.is_cuda and dtype in (None, encoded.dtype)
+        weights = self._joined((attn.k_proj, attn.v_proj)) if joint else None
+        if weights is None:
             return (self._split(attn.k_proj(encoded)).to(dtype or encoded.dtype),
                     self._split(attn.v_proj(encoded)).to(dtype or encoded.dtype))
-        k, v = attn.k_proj, attn.v_proj
-        bias = torch.cat([k.bias if k.bias is not None else k.weight.new_zeros(k.out_features),
-                          v.bias if v.bias is not None else v.weight.new_zeros(v.out_features)])
-        both = F.linear(encoded, torch.cat([k.weight, v.weight]), bias)
-        both = both.view(encoded.shape[0], encoded.shape[1], 2, self.heads, self.head_dim)
+        both = F.linear(encoded, *weights).view(encoded.shape[0], encoded.shape[1], 2, self.heads, self.head_dim)
         return both[:, :, 0].transpose(1, 2), both[:, :, 1].transpose(1, 2)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
