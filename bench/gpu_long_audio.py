@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "gpu_long_audio.json"))
     parser.add_argument("--smoke", action="store_true", help="tiny model and audio on the CPU (tests)")
     parser.add_argument("--skip", default="", help="comma-separated row names not to run (rows recorded before)")
+    parser.add_argument("--repeat", type=int, default=REPEAT, help="timed runs of the tab's defaults (median kept)")
     args = parser.parse_args(argv)
 
     import transformers
@@ -198,7 +199,7 @@ def main(argv: list[str] | None = None) -> dict:
         fn(audio)
         bench.sync()
         bench.measure(name, what, lambda fn=fn: fn(audio), warmed_on="the whole recording, untimed, just before",
-                      repeat=REPEAT if name == "app_tab_defaults" else 1)
+                      repeat=args.repeat if name == "app_tab_defaults" else 1)
 
     # 1. The app as it ships (engine.speech.transcribe, what the Speech tab calls) vs the peer's pipeline.
     app_vad = bench.measure("app_vad_b24", f"transcribe(mode='vad', batch_size=24): {vad.kind} VAD on "
