@@ -133,13 +133,17 @@ def _first_frames(x: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=1)
 def _compiled_first_frames():
-    """_first_frames compiled by numba (librosa's dependency; compiled on first use, about a second), or None
-    where numba is not installed: then the matrices are warped together in numpy, a few slices per step."""
+    """_first_frames compiled by numba (librosa's dependency), or None where numba is not installed: then the
+    matrices are warped together in numpy, a few slices per step. Compiling takes about a second; the machine
+    code is kept in engine/__pycache__ for the next process where that folder can be written."""
     try:
         import numba
     except ImportError:
         return None
-    return numba.njit(nogil=True)(_first_frames)
+    try:
+        return numba.njit(nogil=True, cache=True)(_first_frames)
+    except RuntimeError:  # numba found nowhere to keep it: compiled in every process
+        return numba.njit(nogil=True)(_first_frames)
 
 
 def dtw_starts(costs: Sequence[np.ndarray]) -> list[np.ndarray]:
