@@ -31,7 +31,7 @@ SEGMENT_TIMES = ("aligned", "tokens")
 TASKS = ("transcribe", "translate")
 MAX_BEAMS = 8
 # num_beams=None (auto): this many beams where engine.whisper_batch searches them on a CPU (vad chunks or one
-# window, no timestamp tokens), else greedy. On the bench's 2 cores 5 beams cut WER from 7.5% to 4.7% for 1.17x
+# window, no timestamp tokens), else greedy. On the bench's 2 cores 5 beams cut WER from 7.5% to 4.7% for 1.0-1.2x
 # the time, still faster than faster-whisper's batched pipeline; on a GPU the greedy step runs as a CUDA graph
 # and beams do not (bench/README.md sections 3 and 4).
 CPU_BEAMS = 5
