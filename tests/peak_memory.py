@@ -13,9 +13,11 @@ class PeakMemory:
     """The largest RSS of this process and the children it starts while the block runs (ffmpeg,
     tesseract, ...), sampled every few ms.
 
-    Children that were already running when the block began are not counted: in a full run they are
-    other tests' processes (the browser the e2e tests keep for the session), not the server's work, and
-    one of them once moved the total by 4.4 GB during a refused upload that costs 40 MB alone."""
+    Children that were already running when the block began are not counted, nor the processes they start
+    during it: in a full run they are other tests' processes (the browser the e2e tests keep for the
+    session, which starts renderers as it likes), not the server's work. Counted, they moved the total by
+    4.4 GB once, and by 4.25 GB once more through a renderer started mid-block, during a refused upload
+    that costs 40 MB alone."""
 
     def __init__(self) -> None:
         self.me = psutil.Process()
@@ -29,6 +31,8 @@ class PeakMemory:
             if child.pid in self.before:
                 continue
             try:
+                if any(parent.pid in self.before for parent in child.parents()):
+                    continue  # started by a process that was already running, not by the server
                 total += child.memory_info().rss
             except psutil.Error:
                 pass
