@@ -122,7 +122,8 @@ def transcribe_many(pipe, audios: Sequence[np.ndarray], options: TranscribeOptio
         duration = audio.shape[0] / rate
         notes: list[str] = []
         call, level = speech._call_kwargs(pipe, options, "vad", duration, window, notes)
-        found, ranges = ([], []) if is_silent(audio) else speech_regions_and_chunks(audio, rate, max_chunk_s=window)
+        found, ranges = ([], []) if is_silent(audio) else speech_regions_and_chunks(
+            audio, rate, max_chunk_s=window, device=speech.vad_device(pipe))
         plans.append((duration, notes, call, level, found, ranges, len(parts), is_silent(audio)))
         parts += [(audio, c) for c in ranges]  # joined a batch at a time (ChunkAudio)
     call = next((p[2] for p in plans), {})  # the same for every file: it depends on the options alone in vad mode

@@ -179,7 +179,7 @@ def transcribe(pipe, audio: np.ndarray, options: TranscribeOptions = TranscribeO
         return empty("The audio is silent: " + NO_SPEECH)
     regions: list[tuple[float, float]] = []
     if mode == "vad":
-        found, chunks = speech_regions_and_chunks(audio, rate, max_chunk_s=window, device=_vad_device(pipe))
+        found, chunks = speech_regions_and_chunks(audio, rate, max_chunk_s=window, device=vad_device(pipe))
         check_stop(should_stop)
         if not chunks:
             return empty(NO_SPEECH)
@@ -190,7 +190,7 @@ def transcribe(pipe, audio: np.ndarray, options: TranscribeOptions = TranscribeO
     else:
         if level and options.timestamps != "none":
             # The model's own times are refined with the VAD's here too (cheap next to the model).
-            regions = [(s / rate, e / rate) for s, e in speech_regions(audio, rate, device=_vad_device(pipe))]
+            regions = [(s / rate, e / rate) for s, e in speech_regions(audio, rate, device=vad_device(pipe))]
         meter = AudioMeter([duration], progress)
         meter.report()
         rows = 1
@@ -253,7 +253,7 @@ def _run_chunks(pipe, chunks: Sequence[np.ndarray], call: Mapping[str, Any], bat
                              generate_kwargs=generate, progress=progress, options=decode, should_stop=should_stop)
 
 
-def _vad_device(pipe):
+def vad_device(pipe):
     """Where the VAD runs: on the speech model's GPU where it is on one (a few hundredths of a second for
     30 minutes, against 0.35 s on 16 CPU threads: bench/README.md section 4), else on the CPU (None)."""
     device = getattr(getattr(pipe, "model", None), "device", None)
@@ -279,7 +279,7 @@ def warm_up(pipe, options: TranscribeOptions = TranscribeOptions()) -> float:
     rate = pipe.feature_extractor.sampling_rate
     noise = (np.random.default_rng(0).standard_normal(2 * rate) * 0.05).astype(np.float32)
     try:
-        speech_regions(noise, rate, device=_vad_device(pipe))
+        speech_regions(noise, rate, device=vad_device(pipe))
         options = replace(options, generate_kwargs={**options.generate_kwargs, "max_new_tokens": 8})
         call, _ = _call_kwargs(pipe, options, "vad", 2.0, model_window(pipe), [])
         _run_chunks(pipe, [noise], call, 1, None, None, options)

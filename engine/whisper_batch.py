@@ -147,13 +147,14 @@ def transcribe_chunks(pipe, chunks: Sequence[np.ndarray], *, batch_size: int = 8
     time_precision = pipe.feature_extractor.chunk_length / model.config.max_source_positions
     frame_s = pipe.feature_extractor.hop_length / rate
     out: list[dict] = []
+    fe = pipe.feature_extractor
+    join_on_device = (options.features_on_device and model.device.type == "cuda" and isinstance(chunks, ChunkAudio)
+                      and _plain_features(fe))
     with torch.inference_mode():
         for start in range(0, len(chunks), batch_size):
             check_stop(should_stop)
-            fe = pipe.feature_extractor
             span = slice(start, start + batch_size)
-            on_gpu = options.features_on_device and model.device.type == "cuda"
-            if on_gpu and isinstance(chunks, ChunkAudio) and _plain_features(fe):  # joined on the device
+            if join_on_device:  # the chunks' pieces joined on the GPU, not on the host
                 features = log_mel_of(fe, chunks.waves(span, fe.n_samples, model.device))
                 batch_samples = [chunks.samples(i) for i in range(*span.indices(len(chunks)))]
             else:

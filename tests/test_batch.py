@@ -111,3 +111,19 @@ def test_one_bad_file_does_not_stop_the_others(whisper, tmp_path):
     assert [r.stem for r in results] == ["bad", "good", "good-2"]
     assert results[0].transcript is None and "could not be decoded" in results[0].error
     assert "fishing" in results[1].transcript.text.lower() and results[2].transcript.text == results[1].transcript.text
+
+
+@needs_real_whisper
+def test_many_files_run_the_vad_where_one_file_would(whisper, monkeypatch):
+    """On a GPU the VAD runs on the speech model's device (engine.speech.vad_device), for many files too."""
+    import engine.batch as batch
+    from engine import speech
+
+    seen = []
+    real = batch.speech_regions_and_chunks
+    monkeypatch.setattr(speech, "vad_device", lambda pipe: "the model's gpu")
+    monkeypatch.setattr(batch, "speech_regions_and_chunks",
+                        lambda *a, device=None, **k: seen.append(device) or real(*a, **k))
+    noise = (np.random.default_rng(0).standard_normal(3 * RATE) * 0.1).astype(np.float32)
+    transcribe_many(whisper, [noise, noise], TranscribeOptions(mode="vad"))
+    assert seen == ["the model's gpu", "the model's gpu"]
